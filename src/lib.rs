@@ -1,0 +1,67 @@
+//! mailroot: a small, fast, single-binary SMTP relay that replaces the IIS 6.0 SMTP Service.
+//!
+//! A message's walk through the crate:
+//!
+//! socket → [`net::listener`] (accept, connection control, MaxConnections) → [`net::pool`] (a session
+//! thread) → [`server::connection`] (bytes in and out, timeouts) ⇄ [`smtp::session`] (commands and
+//! replies; asks [`policy`] who may relay) → [`smtp::data`] (the CRLF.CRLF scanner) →
+//! [`server::intake`] (size limit, [`smtp::headers`]) → [`mailroot::store`] (write, fsync, rename,
+//! fsync the folder) → 250. Settings come from [`config`], parsed once; the protocol log is
+//! [`logging::w3c`]; platform differences live in [`os`].
+
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod logging;
+pub mod mailroot;
+pub mod net;
+pub mod os;
+pub mod policy;
+pub mod server;
+pub mod smtp;
+pub mod time;
+
+#[cfg(test)]
+pub(crate) mod testutil {
+    use crate::config::{Binding, Dirs, LogPeriod, LogSettings, VirtualServer};
+    use crate::policy::ipnet::IpList;
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    /// A virtual server for unit tests: local.test (+ alias.test) is local, 127.0.0.1 may relay.
+    pub fn test_server() -> VirtualServer {
+        let root = PathBuf::from("/nonexistent/mailroot");
+        VirtualServer {
+            instance: 1,
+            bindings: vec![Binding { ip: None, port: 25 }],
+            fqdn: "mx.local.test".into(),
+            dirs: Dirs {
+                pickup: root.join("Pickup"),
+                queue: root.join("Queue"),
+                badmail: root.join("Badmail"),
+                drop: root.join("Drop"),
+                sort_temp: root.join("SortTemp"),
+                mailroot: root,
+            },
+            default_domain: "local.test".into(),
+            local_domains: vec!["alias.test".into()],
+            max_connections: 2000,
+            connection_timeout: Duration::from_secs(600),
+            max_message_size: 2_097_152,
+            max_session_size: 10_485_760,
+            max_recipients: 100,
+            max_smtp_errors: 10,
+            hop_count: 15,
+            relay_ip_list: IpList::parse("127.0.0.1, ::1").unwrap(),
+            ip_grant_by_default: true,
+            ip_deny: IpList::default(),
+            ip_grant: IpList::default(),
+            log: LogSettings {
+                enabled: false,
+                directory: PathBuf::from("logs"),
+                period: LogPeriod::Daily,
+                truncate_size: 20_480_000,
+            },
+        }
+    }
+}

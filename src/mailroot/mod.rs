@@ -1,0 +1,6 @@
+//! The mailroot on disk: identifiers, the envelope block at the top of each file, and the durable
+//! commit into Queue and Drop. docs/mailroot.md describes every file.
+
+pub mod envelope;
+pub mod id;
+pub mod store;

@@ -1,0 +1,366 @@
+//! The one room that commits mail to disk. Every message, whether it came by SMTP or (issue 3) from
+//! Pickup or as a bounce, is written the same way before anyone is told it is safe:
+//!
+//! 1. write `SortTemp/<id>.tmp` (created new, never overwritten),
+//! 2. fsync the file,
+//! 3. rename it to `Queue/<id>.eml` or `Drop/<id>.eml` (the commit point: rename is atomic),
+//! 4. fsync the destination folder, so the rename itself survives a power cut,
+//!
+//! and only then does the session answer 250. A crash at any instant leaves the message either only
+//! in SortTemp (the client got no 250; the leftover is removed at start-up) or complete in its folder.
+
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use crate::config::Dirs;
+
+/// The folder a committed file goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Folder {
+    /// Mail for remote domains, waiting for delivery.
+    Queue,
+    /// Mail for local domains.
+    Drop,
+}
+
+/// A failed disk operation, naming what and where.
+#[derive(Debug)]
+pub struct StoreError {
+    /// What was being done ("create", "write", "fsync", "rename", …).
+    pub op: &'static str,
+    /// The file or folder.
+    pub path: PathBuf,
+    /// The system's error.
+    pub source: io::Error,
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "cannot {} {}: {}",
+            self.op,
+            self.path.display(),
+            self.source
+        )
+    }
+}
+
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+fn err<'p>(op: &'static str, path: &'p Path) -> impl FnOnce(io::Error) -> StoreError + 'p {
+    move |source| StoreError {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The mailroot folders a virtual server commits into.
+#[derive(Debug, Clone)]
+pub struct Store {
+    sort_temp: PathBuf,
+    queue: PathBuf,
+    drop: PathBuf,
+}
+
+impl Store {
+    /// Opens the folders of `dirs`, creating any that are missing.
+    pub fn open(dirs: &Dirs) -> Result<Store, StoreError> {
+        for d in [
+            &dirs.sort_temp,
+            &dirs.queue,
+            &dirs.drop,
+            &dirs.pickup,
+            &dirs.badmail,
+        ] {
+            fs::create_dir_all(d).map_err(err("create folder", d))?;
+        }
+        Ok(Store {
+            sort_temp: dirs.sort_temp.clone(),
+            queue: dirs.queue.clone(),
+            drop: dirs.drop.clone(),
+        })
+    }
+
+    /// Removes what a crash left in SortTemp (files that never got their 250). Returns how many.
+    pub fn clean_sort_temp(&self) -> Result<usize, StoreError> {
+        let mut n = 0;
+        for entry in fs::read_dir(&self.sort_temp).map_err(err("list", &self.sort_temp))? {
+            let entry = entry.map_err(err("list", &self.sort_temp))?;
+            let name = entry.file_name();
+            let is_ours = name
+                .to_str()
+                .and_then(|s| s.strip_suffix(".tmp"))
+                .map(|stem| super::id::is_id(stem.split('.').next().unwrap_or("")))
+                .unwrap_or(false);
+            if is_ours {
+                let p = entry.path();
+                fs::remove_file(&p).map_err(err("remove", &p))?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    fn folder(&self, f: Folder) -> &Path {
+        match f {
+            Folder::Queue => &self.queue,
+            Folder::Drop => &self.drop,
+        }
+    }
+
+    /// Starts a message: creates its temporary file and writes the first part's envelope block and the
+    /// trace header. `parts` names each destination with its envelope block; the body written to the
+    /// returned [`Spool`] is shared by all of them.
+    pub fn begin(
+        &self,
+        id: &str,
+        parts: Vec<(Folder, Vec<u8>)>,
+        trace: &[u8],
+    ) -> Result<Spool, StoreError> {
+        let temp = self.sort_temp.join(format!("{id}.tmp"));
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)
+            .map_err(err("create", &temp))?;
+        let head_len = parts.first().map(|p| p.1.len() as u64).unwrap_or(0);
+        let mut spool = Spool {
+            store: self.clone(),
+            id: id.to_string(),
+            file: Some(BufWriter::with_capacity(64 * 1024, file)),
+            temp,
+            parts,
+            head_len,
+            error: None,
+            written: Vec::new(),
+        };
+        let head = spool.parts.first().map(|p| p.1.clone()).unwrap_or_default();
+        spool.write(&head);
+        spool.write(trace);
+        match spool.error.take() {
+            Some(e) => Err(e),
+            None => Ok(spool),
+        }
+    }
+}
+
+/// A message being written. Dropping it without [`Spool::commit`] removes its temporary files.
+pub struct Spool {
+    store: Store,
+    id: String,
+    file: Option<BufWriter<File>>,
+    temp: PathBuf,
+    parts: Vec<(Folder, Vec<u8>)>,
+    head_len: u64,
+    error: Option<StoreError>,
+    /// Temporary files of further parts and final paths already renamed (removed on failure).
+    written: Vec<PathBuf>,
+}
+
+impl Spool {
+    /// The queue identifier (the file stem).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Appends message bytes. The first error is kept and later writes are skipped; the commit then
+    /// fails with it.
+    pub fn write(&mut self, bytes: &[u8]) {
+        if self.error.is_some() {
+            return;
+        }
+        if let Some(f) = self.file.as_mut()
+            && let Err(e) = f.write_all(bytes)
+        {
+            self.error = Some(StoreError {
+                op: "write",
+                path: self.temp.clone(),
+                source: e,
+            });
+        }
+    }
+
+    /// Whether a write has failed.
+    pub fn failed(&self) -> bool {
+        self.error.is_some()
+    }
+
+    /// Makes the message durable in its folders (see the module doc). On error nothing is left behind.
+    pub fn commit(mut self) -> Result<Vec<PathBuf>, StoreError> {
+        if let Some(e) = self.error.take() {
+            return Err(e);
+        }
+        let temp = self.temp.clone();
+        let file = self
+            .file
+            .take()
+            .ok_or_else(|| StoreError {
+                op: "commit",
+                path: temp.clone(),
+                source: io::Error::other("already committed"),
+            })?
+            .into_inner()
+            .map_err(|e| StoreError {
+                op: "write",
+                path: temp.clone(),
+                source: e.into_error(),
+            })?;
+        file.sync_data().map_err(err("fsync", &temp))?;
+
+        // Further parts (a message with both local and remote recipients): same content after the
+        // first part's envelope block, under their own block.
+        let mut temps = vec![temp.clone()];
+        for (i, (_, block)) in self.parts.iter().enumerate().skip(1) {
+            let t = self.store.sort_temp.join(format!("{}.{}.tmp", self.id, i));
+            self.written.push(t.clone());
+            copy_part(&temp, self.head_len, block, &t)?;
+            temps.push(t);
+        }
+        drop(file);
+
+        let mut finals = Vec::with_capacity(temps.len());
+        for (t, (folder, _)) in temps.iter().zip(&self.parts) {
+            let dest = self.store.folder(*folder).join(format!("{}.eml", self.id));
+            fs::rename(t, &dest).map_err(err("rename into", &dest))?;
+            self.written.push(dest.clone());
+            finals.push(dest);
+        }
+        let mut synced: Vec<Folder> = Vec::new();
+        for (folder, _) in &self.parts {
+            if !synced.contains(folder) {
+                let dir = self.store.folder(*folder).to_path_buf();
+                crate::os::sync_dir(&dir).map_err(err("fsync folder", &dir))?;
+                synced.push(*folder);
+            }
+        }
+        self.written.clear();
+        self.temp = PathBuf::new();
+        Ok(finals)
+    }
+}
+
+fn copy_part(src: &Path, from: u64, block: &[u8], to: &Path) -> Result<(), StoreError> {
+    let mut out = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(to)
+        .map_err(err("create", to))?;
+    out.write_all(block).map_err(err("write", to))?;
+    let mut reader = File::open(src).map_err(err("read", src))?;
+    reader
+        .seek(SeekFrom::Start(from))
+        .map_err(err("read", src))?;
+    io::copy(&mut reader, &mut out).map_err(err("write", to))?;
+    out.sync_data().map_err(err("fsync", to))
+}
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        // Not committed (or the commit failed half way): nobody was told the message is safe.
+        self.file.take();
+        if !self.temp.as_os_str().is_empty() {
+            let _ = fs::remove_file(&self.temp);
+        }
+        for p in self.written.drain(..) {
+            let _ = fs::remove_file(p);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dirs(root: &Path) -> Dirs {
+        Dirs {
+            mailroot: root.to_path_buf(),
+            pickup: root.join("Pickup"),
+            queue: root.join("Queue"),
+            badmail: root.join("Badmail"),
+            drop: root.join("Drop"),
+            sort_temp: root.join("SortTemp"),
+        }
+    }
+
+    fn tempdir(name: &str) -> PathBuf {
+        let p = std::env::temp_dir().join(format!("mailroot-store-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&p);
+        p
+    }
+
+    #[test]
+    fn commit_one_and_two_parts() {
+        let root = tempdir("commit");
+        let store = Store::open(&dirs(&root)).unwrap();
+        let id = crate::mailroot::id::next();
+        let mut s = store
+            .begin(
+                &id,
+                vec![
+                    (Folder::Queue, b"x-sender: a\r\nx-receiver: r\r\n".to_vec()),
+                    (Folder::Drop, b"x-sender: a\r\nx-receiver: l\r\n".to_vec()),
+                ],
+                b"Received: x\r\n",
+            )
+            .unwrap();
+        s.write(b"Subject: hi\r\n\r\nbody\r\n");
+        let paths = s.commit().unwrap();
+        assert_eq!(paths.len(), 2);
+        assert_eq!(
+            fs::read(root.join("Queue").join(format!("{id}.eml"))).unwrap(),
+            b"x-sender: a\r\nx-receiver: r\r\nReceived: x\r\nSubject: hi\r\n\r\nbody\r\n"
+        );
+        assert_eq!(
+            fs::read(root.join("Drop").join(format!("{id}.eml"))).unwrap(),
+            b"x-sender: a\r\nx-receiver: l\r\nReceived: x\r\nSubject: hi\r\n\r\nbody\r\n"
+        );
+        assert_eq!(fs::read_dir(root.join("SortTemp")).unwrap().count(), 0);
+        let _ = fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn abandoned_spool_leaves_nothing_and_leftovers_are_cleaned() {
+        let root = tempdir("abandon");
+        let store = Store::open(&dirs(&root)).unwrap();
+        let s = store
+            .begin(
+                &crate::mailroot::id::next(),
+                vec![(Folder::Drop, b"x\r\n".to_vec())],
+                b"",
+            )
+            .unwrap();
+        drop(s);
+        assert_eq!(fs::read_dir(root.join("SortTemp")).unwrap().count(), 0);
+        let left = root
+            .join("SortTemp")
+            .join(format!("{}.tmp", crate::mailroot::id::next()));
+        fs::write(&left, b"half").unwrap();
+        fs::write(root.join("SortTemp").join("keep.txt"), b"admin's").unwrap();
+        assert_eq!(store.clean_sort_temp().unwrap(), 1);
+        assert!(!left.exists());
+        assert!(root.join("SortTemp").join("keep.txt").exists());
+        let _ = fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn unwritable_sort_temp_is_an_error() {
+        let root = tempdir("broken");
+        let store = Store::open(&dirs(&root)).unwrap();
+        fs::remove_dir(root.join("SortTemp")).unwrap();
+        fs::write(root.join("SortTemp"), b"not a folder").unwrap();
+        let e = store
+            .begin("X", vec![(Folder::Drop, Vec::new())], b"")
+            .err()
+            .unwrap();
+        assert_eq!(e.op, "create");
+        let _ = fs::remove_dir_all(&root);
+    }
+}

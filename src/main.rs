@@ -1,0 +1,183 @@
+//! The `mailroot` command: `serve` (the default), `check`, `--version`, `--help`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use mailroot::config::{Config, Source, keys};
+use mailroot::server::Server;
+
+const USAGE: &str = "\
+mailroot - an SMTP relay that replaces the IIS 6.0 SMTP Service
+
+Usage:
+  mailroot [serve] [--config PATH]   run the SMTP virtual servers
+  mailroot check [--config PATH]     validate the configuration and print the effective settings
+  mailroot --version | --help
+
+PATH defaults to conf/smtpsvc.ini when that file exists; without any configuration file mailroot runs
+on the built-in IIS defaults, with its mailroot beside the executable. RUST_LOG=debug shows protocol
+detail in the diagnostic log (standard error).
+";
+
+/// How long sessions in flight may take to finish after SIGINT/SIGTERM.
+const GRACE: Duration = Duration::from_secs(10);
+
+enum Cmd {
+    Serve,
+    Check,
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut cmd = None;
+    let mut config: Option<PathBuf> = None;
+    let mut i = 0;
+    while i < args.len() {
+        match args[i].as_str() {
+            "--version" | "-V" => {
+                println!("mailroot {}", env!("CARGO_PKG_VERSION"));
+                return ExitCode::SUCCESS;
+            }
+            "--help" | "-h" | "help" => {
+                print!("{USAGE}");
+                return ExitCode::SUCCESS;
+            }
+            "serve" if cmd.is_none() => cmd = Some(Cmd::Serve),
+            "check" if cmd.is_none() => cmd = Some(Cmd::Check),
+            "--config" | "-c" => {
+                i += 1;
+                match args.get(i) {
+                    Some(p) => config = Some(PathBuf::from(p)),
+                    None => return usage_error("--config needs a file"),
+                }
+            }
+            a if a.starts_with("--config=") => {
+                config = Some(PathBuf::from(&a["--config=".len()..]))
+            }
+            other => return usage_error(&format!("unknown argument `{other}`")),
+        }
+        i += 1;
+    }
+    match cmd.unwrap_or(Cmd::Serve) {
+        Cmd::Serve => serve(config.as_deref()),
+        Cmd::Check => check(config.as_deref()),
+    }
+}
+
+fn usage_error(msg: &str) -> ExitCode {
+    eprintln!("mailroot: {msg}\n\n{USAGE}");
+    ExitCode::from(2)
+}
+
+/// The configuration named on the command line, else conf/smtpsvc.ini, else the built-in defaults.
+fn load(explicit: Option<&Path>) -> Result<Config, String> {
+    let default = Path::new("conf").join("smtpsvc.ini");
+    let path = match explicit {
+        Some(p) => Some(p.to_path_buf()),
+        None if default.is_file() => Some(default),
+        None => None,
+    };
+    match path {
+        Some(p) => Config::load(&p).map_err(|e| e.to_string()),
+        None => {
+            let base = std::env::current_exe()
+                .ok()
+                .and_then(|e| e.parent().map(Path::to_path_buf))
+                .unwrap_or_else(|| PathBuf::from("."));
+            Config::defaults(&base).map_err(|e| e.to_string())
+        }
+    }
+}
+
+fn describe(source: &Source) -> String {
+    match source {
+        Source::File(p) => format!("configuration {}", p.display()),
+        Source::Defaults(base) => format!(
+            "no configuration file: running on built-in IIS defaults (relative paths under {})",
+            base.display()
+        ),
+    }
+}
+
+fn check(explicit: Option<&Path>) -> ExitCode {
+    let config = match load(explicit) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("; {}: valid", describe(&config.source));
+    println!("; effective settings (defaults included); ';' comments give each key's meaning");
+    for vs in &config.servers {
+        println!("\n[SmtpSvc/{}]", vs.instance);
+        for (key, value) in vs.effective() {
+            let meaning = keys::server_key(key).map(|k| k.meaning).unwrap_or("");
+            println!("; {meaning}");
+            println!("{key} = {value}");
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+fn serve(explicit: Option<&Path>) -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_timestamp_millis()
+        .init();
+    let config = match load(explicit) {
+        Ok(c) => c,
+        Err(e) => {
+            log::error!("{e}");
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    log::info!(
+        "mailroot {} starting; {}",
+        env!("CARGO_PKG_VERSION"),
+        describe(&config.source)
+    );
+    let server = match Server::start(&config) {
+        Ok(s) => s,
+        Err(e) => {
+            log::error!("cannot start: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    for vs in &config.servers {
+        log::info!(
+            "SMTPSVC{}: {} (default domain {}), mailroot {}",
+            vs.instance,
+            vs.fqdn,
+            vs.default_domain,
+            vs.dirs.mailroot.display()
+        );
+    }
+    for (instance, addr) in server.local_addrs() {
+        log::info!("SMTPSVC{instance}: listening on {addr}");
+    }
+    let (tx, rx) = crossbeam_channel::bounded::<()>(1);
+    let stopper = server.stopper();
+    if let Err(e) = mailroot::os::on_shutdown(move || {
+        stopper.stop();
+        let _ = tx.try_send(());
+    }) {
+        log::error!("cannot install the shutdown handler: {e}");
+        return ExitCode::from(1);
+    }
+    let _ = rx.recv();
+    log::info!(
+        "shutting down: no new connections; sessions in flight get {}s to finish",
+        GRACE.as_secs()
+    );
+    let left = server.shutdown(GRACE);
+    if left > 0 {
+        log::warn!(
+            "{left} session(s) still open after {}s; closing them",
+            GRACE.as_secs()
+        );
+    }
+    log::info!("stopped");
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,4 @@
+//! Sockets and threads: one acceptor over every binding (`listener`), a pool of session threads (`pool`).
+
+pub mod listener;
+pub mod pool;

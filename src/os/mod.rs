@@ -1,0 +1,52 @@
+//! Platform differences in one room: directory fsync, the machine's name, shutdown signals.
+//! Nothing outside this module says `cfg(unix)` or `cfg(windows)`.
+
+#[cfg(unix)]
+mod unix;
+#[cfg(unix)]
+use unix as imp;
+#[cfg(windows)]
+mod windows;
+#[cfg(windows)]
+use windows as imp;
+
+use std::io;
+use std::path::Path;
+
+/// Makes a completed rename inside `dir` durable. On Unix this fsyncs the directory; on Windows,
+/// where NTFS journals the rename itself, it flushes the directory handle when the system allows it.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    imp::sync_dir(dir)
+}
+
+/// The machine's host name as the system reports it (may be a bare name without a domain).
+pub fn hostname() -> String {
+    let h = imp::hostname();
+    let h = h.trim();
+    if h.is_empty() {
+        "localhost".to_string()
+    } else {
+        h.to_string()
+    }
+}
+
+/// Calls `f` once when the process is asked to stop (SIGINT/SIGTERM on Unix, Ctrl-C/Ctrl-Break/close
+/// on Windows). Further signals after the first are passed to `f` again; it must be idempotent.
+pub fn on_shutdown<F: FnMut() + Send + 'static>(f: F) -> io::Result<()> {
+    ctrlc::set_handler(f).map_err(io::Error::other)
+}
+
+/// Whether `path` is an absolute path written for the other family of systems (`C:\…` on Unix,
+/// `/var/…` on Windows), which cannot mean what the admin intended here.
+pub fn is_foreign_absolute(path: &str) -> bool {
+    let b = path.as_bytes();
+    let drive = b.len() >= 3
+        && b[0].is_ascii_alphabetic()
+        && b[1] == b':'
+        && (b[2] == b'\\' || b[2] == b'/');
+    if cfg!(windows) {
+        path.starts_with('/') && !path.starts_with("//")
+    } else {
+        drive || path.starts_with("\\\\")
+    }
+}

@@ -1,0 +1,520 @@
+//! Drives one SMTP session over one socket: reads into a buffer, hands complete command lines to the
+//! session, streams message data through the scanner into the store, writes replies, and enforces the
+//! timeouts. Replies to pipelined commands are collected and written only when the input is drained
+//! (or the session needs the client to wait), so a pipelined batch costs one write.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant, SystemTime};
+
+use super::intake::Intake;
+use super::{Instance, Shared};
+use crate::logging::w3c::{self, Record};
+use crate::policy::access;
+use crate::policy::ipnet::canonical;
+use crate::smtp::command::{self, Line};
+use crate::smtp::data::{DataScanner, Flaws, Scan};
+use crate::smtp::reply;
+use crate::smtp::session::{MessagePlan, Next, Session, Verdict};
+
+/// Read buffer size; a worker keeps its buffers from one connection to the next.
+pub const READ_BUF: usize = 64 * 1024;
+/// How often a waiting read looks at the shutdown flag.
+const TICK: Duration = Duration::from_millis(500);
+
+/// A worker's reusable buffers.
+pub struct Buffers {
+    input: Vec<u8>,
+    out: Vec<u8>,
+}
+
+impl Default for Buffers {
+    fn default() -> Self {
+        Buffers {
+            input: vec![0; READ_BUF],
+            out: Vec::with_capacity(4096),
+        }
+    }
+}
+
+/// Why the session loop ended early.
+enum Stop {
+    /// The client closed the connection or the socket failed.
+    Gone,
+    /// The session wrote its last reply and wants to close.
+    Close,
+}
+
+/// One BDAT command's chunk, as the session announced it.
+struct Chunk {
+    size: u64,
+    last: bool,
+    open: Option<MessagePlan>,
+    discard: bool,
+}
+
+enum Fill {
+    Data,
+    Eof,
+    Timeout,
+    Stopping,
+}
+
+struct Input<'b> {
+    buf: &'b mut [u8],
+    start: usize,
+    end: usize,
+}
+
+struct Conn<'a> {
+    stream: TcpStream,
+    instance: &'a Instance,
+    shared: &'a Shared,
+    peer: SocketAddr,
+    local: SocketAddr,
+    timeout: Duration,
+    started: Instant,
+}
+
+/// Serves one accepted connection to the end.
+pub fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    instance: &Instance,
+    shared: &Shared,
+    bufs: &mut Buffers,
+) {
+    let local = stream.local_addr().unwrap_or(peer);
+    let vs = instance.vs.clone();
+    let peer_ip = canonical(peer.ip());
+    let timeout = vs.connection_timeout;
+    let _ = stream.set_write_timeout(Some(timeout));
+    let _ = stream.set_nodelay(true);
+    let conn = Conn {
+        stream,
+        instance,
+        shared,
+        peer: SocketAddr::new(peer_ip, peer.port()),
+        local: SocketAddr::new(canonical(local.ip()), local.port()),
+        timeout,
+        started: Instant::now(),
+    };
+    let mut session = Session::new(vs.clone(), peer_ip, access::may_relay(&vs, peer_ip));
+    let Buffers { input, out } = bufs;
+    out.clear();
+    let mut input = Input {
+        buf: input.as_mut_slice(),
+        start: 0,
+        end: 0,
+    };
+    log::debug!("SMTPSVC{}: session from {}", vs.instance, conn.peer);
+    match conn.run(&mut session, &mut input, out) {
+        Ok(()) | Err(Stop::Close) | Err(Stop::Gone) => {}
+    }
+    let _ = conn.flush(out);
+    let _ = conn.stream.shutdown(std::net::Shutdown::Both);
+}
+
+impl Conn<'_> {
+    fn flush(&self, out: &mut Vec<u8>) -> Result<(), Stop> {
+        if !out.is_empty() {
+            let r = (&self.stream).write_all(out);
+            out.clear();
+            r.map_err(|_| Stop::Gone)?;
+        }
+        Ok(())
+    }
+
+    /// Writes pending replies, then waits for more input until `deadline`. With `may_stop`, a
+    /// shutdown in progress ends the wait (only between commands, never inside a message).
+    fn fill(
+        &self,
+        input: &mut Input<'_>,
+        out: &mut Vec<u8>,
+        deadline: Instant,
+        may_stop: bool,
+    ) -> Result<Fill, Stop> {
+        self.flush(out)?;
+        if input.start == input.end {
+            input.start = 0;
+            input.end = 0;
+        } else if input.end == input.buf.len() {
+            input.buf.copy_within(input.start..input.end, 0);
+            input.end -= input.start;
+            input.start = 0;
+        }
+        loop {
+            if may_stop && self.shared.stopping() {
+                return Ok(Fill::Stopping);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(Fill::Timeout);
+            }
+            let wait = (deadline - now).min(TICK).max(Duration::from_millis(1));
+            self.stream
+                .set_read_timeout(Some(wait))
+                .map_err(|_| Stop::Gone)?;
+            match (&self.stream).read(&mut input.buf[input.end..]) {
+                Ok(0) => return Ok(Fill::Eof),
+                Ok(n) => {
+                    input.end += n;
+                    return Ok(Fill::Data);
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock
+                            | io::ErrorKind::TimedOut
+                            | io::ErrorKind::Interrupted
+                    ) => {}
+                Err(_) => return Err(Stop::Gone),
+            }
+        }
+    }
+
+    /// Like `fill`, but a timeout or the end of the stream ends the session (with 421 on timeout).
+    fn need(
+        &self,
+        input: &mut Input<'_>,
+        out: &mut Vec<u8>,
+        deadline: Instant,
+        may_stop: bool,
+    ) -> Result<(), Stop> {
+        match self.fill(input, out, deadline, may_stop)? {
+            Fill::Data => Ok(()),
+            Fill::Eof => Err(Stop::Gone),
+            Fill::Timeout => {
+                log::info!(
+                    "SMTPSVC{}: {} timed out",
+                    self.instance.vs.instance,
+                    self.peer
+                );
+                reply::timeout(out, &self.instance.vs.fqdn);
+                let _ = self.flush(out);
+                Err(Stop::Close)
+            }
+            Fill::Stopping => {
+                reply::shutting_down(out, &self.instance.vs.fqdn);
+                let _ = self.flush(out);
+                Err(Stop::Close)
+            }
+        }
+    }
+
+    /// Queues one protocol-log line; `reply` is what was answered (its code is the status).
+    fn log(
+        &self,
+        session: &Session,
+        method: &[u8],
+        query: String,
+        reply: &[u8],
+        cs: u64,
+        taken: Duration,
+    ) {
+        self.shared.logger.log(Record {
+            instance: self.instance.vs.instance,
+            at: SystemTime::now(),
+            client_ip: self.peer.ip(),
+            username: session.helo().map(str::to_string),
+            server_ip: self.local.ip(),
+            method: String::from_utf8_lossy(method).into_owned(),
+            query,
+            status: reply::last_code(reply, 0),
+            win32: 0,
+            sc_bytes: reply.len() as u64,
+            cs_bytes: cs,
+            time_taken: taken.as_millis() as u64,
+        });
+    }
+
+    fn run(
+        &self,
+        session: &mut Session,
+        input: &mut Input<'_>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), Stop> {
+        session.greeting(out);
+        // A BDAT message in progress spans several commands.
+        let mut chunked: Option<(Intake, MessagePlan)> = None;
+        let mut deadline = Instant::now() + self.timeout;
+        loop {
+            let (next, n) = match command::take_line(&input.buf[input.start..input.end]) {
+                Line::Partial => {
+                    let idle = input.start == input.end;
+                    self.need(input, out, deadline, idle)?;
+                    continue;
+                }
+                Line::TooLong => {
+                    // Drop the rest of the line, then answer once.
+                    loop {
+                        let avail = &input.buf[input.start..input.end];
+                        if let Some(lf) = memchr::memchr(b'\n', avail) {
+                            input.start += lf + 1;
+                            break;
+                        }
+                        input.start = input.end;
+                        self.need(input, out, deadline, false)?;
+                    }
+                    let before = out.len();
+                    let next = session.line_too_long(out);
+                    self.log(
+                        session,
+                        b"-",
+                        "-".into(),
+                        &out[before..],
+                        command::MAX_LINE as u64,
+                        Duration::ZERO,
+                    );
+                    deadline = Instant::now() + self.timeout;
+                    if let Next::Close = next {
+                        return Err(Stop::Close);
+                    }
+                    continue;
+                }
+                Line::Complete(line, n) => {
+                    let t0 = Instant::now();
+                    let before = out.len();
+                    let next = session.command(line, out);
+                    let verb = command::verb_of(line);
+                    let is_quit = verb.eq_ignore_ascii_case(b"QUIT")
+                        && matches!(next, Next::Close)
+                        && out[before..].starts_with(b"221");
+                    let deferred = matches!(next, Next::Data(_) | Next::Bdat { .. });
+                    if !deferred {
+                        if is_quit {
+                            let helo = session.helo().map(w3c_plain).unwrap_or_else(|| "-".into());
+                            self.shared.logger.log(Record {
+                                instance: self.instance.vs.instance,
+                                at: SystemTime::now(),
+                                client_ip: self.peer.ip(),
+                                username: session.helo().map(str::to_string),
+                                server_ip: self.local.ip(),
+                                method: String::from_utf8_lossy(verb).into_owned(),
+                                query: helo,
+                                status: 240,
+                                win32: self.started.elapsed().as_millis() as u64,
+                                sc_bytes: (out.len() - before) as u64,
+                                cs_bytes: n as u64,
+                                time_taken: 0,
+                            });
+                        } else {
+                            let q = w3c::query(&line[verb.len()..]);
+                            self.log(session, verb, q, &out[before..], n as u64, t0.elapsed());
+                        }
+                    }
+                    let bdat_query = if deferred {
+                        w3c::query(&line[verb.len()..])
+                    } else {
+                        String::new()
+                    };
+                    let verb = verb.to_vec();
+                    ((next, bdat_query, verb), n)
+                }
+            };
+            input.start += n;
+            deadline = Instant::now() + self.timeout;
+            let (next, query, verb) = next;
+            match next {
+                Next::Continue => {}
+                Next::Close => return Err(Stop::Close),
+                Next::Data(plan) => self.data(session, input, out, plan, &verb)?,
+                Next::Bdat {
+                    size,
+                    last,
+                    open,
+                    discard,
+                } => {
+                    let chunk = Chunk {
+                        size,
+                        last,
+                        open,
+                        discard,
+                    };
+                    self.bdat(session, input, out, &mut chunked, chunk, &verb, query)?
+                }
+            }
+            if !session.message_open() {
+                chunked = None; // RSET, EHLO or a refusal ended the message: its file goes
+            }
+        }
+    }
+
+    fn data(
+        &self,
+        session: &mut Session,
+        input: &mut Input<'_>,
+        out: &mut Vec<u8>,
+        plan: MessagePlan,
+        verb: &[u8],
+    ) -> Result<(), Stop> {
+        let t0 = Instant::now();
+        let intake = match Intake::open(&self.instance.store, &plan) {
+            Ok(i) => Some(i),
+            Err(e) => {
+                log::error!("SMTPSVC{}: {e}", self.instance.vs.instance);
+                None
+            }
+        };
+        let before = out.len();
+        session.data_opened(intake.is_some(), out);
+        let Some(mut intake) = intake else {
+            self.log(session, verb, "-".into(), &out[before..], 6, Duration::ZERO);
+            return Ok(());
+        };
+        let mut scanner = DataScanner::new();
+        loop {
+            let avail = &input.buf[input.start..input.end];
+            match scanner.scan(avail, &mut |seg| intake.push(seg)) {
+                Scan::End(k) => {
+                    input.start += k;
+                    break;
+                }
+                Scan::NeedMore => {
+                    input.start = input.end;
+                    let deadline = Instant::now() + self.timeout;
+                    self.need(input, out, deadline, false)?;
+                }
+            }
+        }
+        self.finish_message(session, out, intake, scanner.flaws(), verb, &plan, t0)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn bdat(
+        &self,
+        session: &mut Session,
+        input: &mut Input<'_>,
+        out: &mut Vec<u8>,
+        chunked: &mut Option<(Intake, MessagePlan)>,
+        chunk: Chunk,
+        verb: &[u8],
+        query: String,
+    ) -> Result<(), Stop> {
+        let t0 = Instant::now();
+        let Chunk {
+            size,
+            last,
+            open,
+            mut discard,
+        } = chunk;
+        if let Some(plan) = open {
+            match Intake::open(&self.instance.store, &plan) {
+                Ok(i) => *chunked = Some((i, plan)),
+                Err(e) => {
+                    log::error!("SMTPSVC{}: {e}", self.instance.vs.instance);
+                    discard = true;
+                }
+            }
+        }
+        let mut left = size;
+        loop {
+            let take = (left.min((input.end - input.start) as u64)) as usize;
+            if !discard && let Some((i, _)) = chunked.as_mut() {
+                i.push_chunk(&input.buf[input.start..input.start + take]);
+            }
+            input.start += take;
+            left -= take as u64;
+            if left == 0 {
+                break;
+            }
+            let deadline = Instant::now() + self.timeout;
+            self.need(input, out, deadline, false)?;
+        }
+        let before = out.len();
+        if discard {
+            let next = session.bdat_discarded(out);
+            self.log(session, verb, query, &out[before..], size, t0.elapsed());
+            if let Next::Close = next {
+                return Err(Stop::Close);
+            }
+            return Ok(());
+        }
+        if !last {
+            session.bdat_chunk(size, out);
+            self.log(session, verb, query, &out[before..], size, t0.elapsed());
+            return Ok(());
+        }
+        match chunked.take() {
+            Some((intake, plan)) => {
+                self.finish_message(session, out, intake, Flaws::default(), verb, &plan, t0)
+            }
+            None => Ok(()),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn finish_message(
+        &self,
+        session: &mut Session,
+        out: &mut Vec<u8>,
+        mut intake: Intake,
+        flaws: Flaws,
+        verb: &[u8],
+        plan: &MessagePlan,
+        t0: Instant,
+    ) -> Result<(), Stop> {
+        let end = intake.finish(flaws);
+        let before = out.len();
+        let client_id = intake.client_message_id();
+        let verdict = session.message_end(&end, out);
+        let mut close = false;
+        match verdict {
+            Verdict::Commit => {
+                let envelope = session.envelope().cloned();
+                match intake.commit() {
+                    Ok(paths) => {
+                        session.committed(true, out);
+                        if let Some(e) = envelope {
+                            log::info!(
+                                "SMTPSVC{}: {} from <{}> to {} recipient(s), {} bytes, from {} -> {}",
+                                self.instance.vs.instance,
+                                plan.id,
+                                e.sender,
+                                e.recipients.len(),
+                                end.size,
+                                self.peer.ip(),
+                                paths
+                                    .iter()
+                                    .map(|p| p.display().to_string())
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            );
+                        }
+                    }
+                    Err(e) => {
+                        log::error!("SMTPSVC{}: {e}", self.instance.vs.instance);
+                        session.committed(false, out);
+                    }
+                }
+            }
+            Verdict::Refused { close: c } => {
+                close = c;
+                log::info!(
+                    "SMTPSVC{}: message from {} refused: {}",
+                    self.instance.vs.instance,
+                    self.peer.ip(),
+                    String::from_utf8_lossy(&out[before..])
+                        .lines()
+                        .next()
+                        .unwrap_or("")
+                        .trim_end()
+                );
+            }
+        }
+        // IIS logs the message on the DATA line: its Message-ID (`+<id>` when the client supplied it).
+        let q = match client_id {
+            Some(id) => w3c::query(format!(" {id}").as_bytes()),
+            None => plan.message_id.clone(),
+        };
+        self.log(session, verb, q, &out[before..], end.size, t0.elapsed());
+        if close {
+            return Err(Stop::Close);
+        }
+        Ok(())
+    }
+}
+
+fn w3c_plain(s: &str) -> String {
+    w3c::query(s.as_bytes())
+}

@@ -1,0 +1,222 @@
+//! The running SMTP virtual servers: binds, starts the acceptor, the session pool and the protocol
+//! log, and stops them in order. `connection` drives one session; `intake` is a message's body pipeline.
+
+pub mod connection;
+pub mod intake;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::config::{Config, VirtualServer};
+use crate::logging::w3c::{self, Logger};
+use crate::mailroot::store::{Store, StoreError};
+use crate::net::listener::{Acceptor, Bound};
+use crate::net::pool::Pool;
+
+/// Why the server could not start.
+#[derive(Debug)]
+pub enum StartError {
+    /// A mailroot folder could not be created or cleaned.
+    Store(StoreError),
+    /// A binding could not be bound.
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The system's error.
+        source: std::io::Error,
+    },
+    /// Anything else at start-up (poll, threads).
+    Io(std::io::Error),
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::Store(e) => write!(f, "{e}"),
+            StartError::Bind { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
+            StartError::Io(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// One virtual server at run time: its settings, its store and its session count.
+#[derive(Debug)]
+pub struct Instance {
+    /// Settings.
+    pub vs: Arc<VirtualServer>,
+    /// Where its mail is committed.
+    pub store: Store,
+    /// Sessions open now (MaxConnections).
+    pub active: AtomicUsize,
+}
+
+/// State every session sees.
+#[derive(Debug)]
+pub struct Shared {
+    stopping: AtomicBool,
+    /// The protocol log.
+    pub logger: Logger,
+}
+
+impl Shared {
+    /// Whether a shutdown has begun.
+    pub fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+}
+
+/// A connection handed from the acceptor to a session thread.
+pub struct Job {
+    /// The client socket, blocking.
+    pub stream: std::net::TcpStream,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The virtual server it connected to.
+    pub instance: Arc<Instance>,
+}
+
+/// Gives the session slot back however the session ends.
+struct ActiveGuard(Arc<Instance>);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Stops a running server from another thread (a signal handler).
+#[derive(Clone)]
+pub struct Stopper {
+    shared: Arc<Shared>,
+    waker: Arc<mio::Waker>,
+}
+
+impl Stopper {
+    /// Begins the shutdown: no new connections; idle sessions get 421.
+    pub fn stop(&self) {
+        self.shared.stopping.store(true, Ordering::Release);
+        let _ = self.waker.wake();
+    }
+}
+
+/// The running server.
+pub struct Server {
+    shared: Arc<Shared>,
+    instances: Vec<Arc<Instance>>,
+    stopper: Stopper,
+    acceptor: Option<JoinHandle<()>>,
+    log_thread: Option<JoinHandle<()>>,
+    bound: Vec<(u32, SocketAddr)>,
+}
+
+impl Server {
+    /// Opens the mailroots (cleaning SortTemp), starts the protocol log, binds and starts accepting.
+    pub fn start(config: &Config) -> Result<Server, StartError> {
+        let mut instances = Vec::new();
+        for vs in &config.servers {
+            let store = Store::open(&vs.dirs).map_err(StartError::Store)?;
+            let cleaned = store.clean_sort_temp().map_err(StartError::Store)?;
+            if cleaned > 0 {
+                log::warn!(
+                    "SMTPSVC{}: removed {cleaned} unfinished file(s) from {} (messages that were never acknowledged)",
+                    vs.instance,
+                    vs.dirs.sort_temp.display()
+                );
+            }
+            instances.push(Arc::new(Instance {
+                vs: vs.clone(),
+                store,
+                active: AtomicUsize::new(0),
+            }));
+        }
+        let (logger, log_thread) = w3c::start(&config.servers).map_err(StartError::Io)?;
+        let shared = Arc::new(Shared {
+            stopping: AtomicBool::new(false),
+            logger,
+        });
+        let Bound {
+            acceptor,
+            waker,
+            addrs: bound,
+        } = Acceptor::bind(&instances)?;
+        let max_threads: usize = instances
+            .iter()
+            .map(|i| i.vs.max_connections as usize)
+            .sum();
+        let pool_shared = shared.clone();
+        let pool = Pool::new(
+            2,
+            max_threads,
+            move |job: Job, bufs: &mut connection::Buffers| {
+                let guard = ActiveGuard(job.instance.clone());
+                connection::serve(job.stream, job.peer, &guard.0, &pool_shared, bufs);
+            },
+        );
+        let handle = std::thread::Builder::new()
+            .name("acceptor".into())
+            .spawn(move || {
+                acceptor.run(|job| pool.submit(job));
+                // Dropping the pool here lets idle session threads end; busy ones finish first.
+            })
+            .map_err(StartError::Io)?;
+        Ok(Server {
+            stopper: Stopper {
+                shared: shared.clone(),
+                waker,
+            },
+            shared,
+            instances,
+            acceptor: Some(handle),
+            log_thread,
+            bound,
+        })
+    }
+
+    /// The addresses actually bound, by instance (port 0 in the config becomes the real port here).
+    pub fn local_addrs(&self) -> &[(u32, SocketAddr)] {
+        &self.bound
+    }
+
+    /// A handle that can stop the server from another thread.
+    pub fn stopper(&self) -> Stopper {
+        self.stopper.clone()
+    }
+
+    /// Sessions open now, over all instances.
+    pub fn active_sessions(&self) -> usize {
+        self.instances
+            .iter()
+            .map(|i| i.active.load(Ordering::Acquire))
+            .sum()
+    }
+
+    /// Stops accepting, gives sessions in flight up to `grace` to finish, then stops the log writer.
+    /// Returns the number of sessions still open when the grace period ended.
+    pub fn shutdown(mut self, grace: Duration) -> usize {
+        self.stopper.stop();
+        if let Some(h) = self.acceptor.take() {
+            let _ = h.join();
+        }
+        let until = Instant::now() + grace;
+        while self.active_sessions() > 0 && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let left = self.active_sessions();
+        // The log thread ends when the last Logger clone is gone; sessions still open hold one, so
+        // only wait for it when they are all done.
+        let shared = self.shared;
+        drop(shared);
+        if left == 0
+            && let Some(h) = self.log_thread.take()
+        {
+            let _ = h.join();
+        }
+        left
+    }
+}

@@ -1,0 +1,950 @@
+//! The SMTP session state machine (RFC 5321 and its ESMTP extensions), without I/O. The connection
+//! feeds it one command line at a time and it appends the reply to an output buffer and says what the
+//! connection must do next ([`Next`]): go on, close, or receive a message (DATA or BDAT), whose end it
+//! reports back ([`MessageEnd`]) for the verdict. Disk work (opening and committing the message) is the
+//! connection's, through `mailroot::store`; the session only decides.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use super::address::{Mailbox, Path};
+use super::command::{self, Body, Command, MailParams, ParseError};
+use super::data::Flaws;
+use super::received::Trace;
+use super::reply;
+use crate::config::VirtualServer;
+use crate::mailroot::envelope::{Envelope, Recipient};
+use crate::mailroot::id;
+use crate::mailroot::store::Folder;
+use crate::policy::relay::{self, Decision};
+use crate::time::Utc;
+
+/// What the connection does after a command.
+#[derive(Debug)]
+pub enum Next {
+    /// Read the next command.
+    Continue,
+    /// Flush the output and close the connection.
+    Close,
+    /// DATA was accepted: open the message as planned, then call [`Session::data_opened`], then
+    /// stream the data until its terminator and call [`Session::message_end`].
+    Data(MessagePlan),
+    /// BDAT: read exactly `size` bytes. With `open`, open the message first (first chunk). With
+    /// `discard`, throw the bytes away and call [`Session::bdat_discarded`]; otherwise append them and
+    /// call [`Session::bdat_chunk`] (not last) or [`Session::message_end`] (last).
+    Bdat {
+        /// Chunk size in bytes.
+        size: u64,
+        /// BDAT … LAST.
+        last: bool,
+        /// Open the message before storing this chunk.
+        open: Option<MessagePlan>,
+        /// The chunk is refused; read and drop it.
+        discard: bool,
+    },
+}
+
+/// Everything the connection needs to open a message file.
+#[derive(Debug, Clone)]
+pub struct MessagePlan {
+    /// Queue identifier (file stem).
+    pub id: String,
+    /// The Message-ID mailroot gives the message (`<…>`), used when the client sent none.
+    pub message_id: String,
+    /// The `Message-ID:` header line to insert where the message has none.
+    pub message_id_line: Vec<u8>,
+    /// Destination folders, each with its envelope block; the first is written as data streams in.
+    pub parts: Vec<(Folder, Vec<u8>)>,
+    /// The Received header.
+    pub trace: Vec<u8>,
+    /// Bytes after which the message is over a size limit (store nothing more, keep reading).
+    pub limit: u64,
+    /// Whether bare CR/LF/NUL are allowed (BODY=BINARYMIME over BDAT).
+    pub binary: bool,
+}
+
+/// What the connection saw while receiving a message.
+#[derive(Debug, Clone, Default)]
+pub struct MessageEnd {
+    /// Message bytes received (after dot-unstuffing).
+    pub size: u64,
+    /// Bare CR, bare LF, NUL.
+    pub flaws: Flaws,
+    /// Received headers in the message as it arrived.
+    pub hops: u32,
+    /// A write to the message file failed.
+    pub store_failed: bool,
+}
+
+/// The decision at the end of a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Commit the message, then call [`Session::committed`].
+    Commit,
+    /// Refused (the reply is written); drop the message file. Close if `close`.
+    Refused {
+        /// The session must end (421 was written).
+        close: bool,
+    },
+}
+
+#[derive(Debug)]
+struct Transaction {
+    envelope: Envelope,
+    params_body: Option<Body>,
+    rcpt_attempts: u32,
+    /// A BDAT sequence has begun.
+    bdat: bool,
+    /// The message identifier once DATA/BDAT started.
+    message_id: Option<String>,
+}
+
+/// One SMTP session.
+#[derive(Debug)]
+pub struct Session {
+    vs: Arc<VirtualServer>,
+    peer: IpAddr,
+    may_relay: bool,
+    helo: Option<String>,
+    esmtp: bool,
+    tx: Option<Transaction>,
+    errors: u32,
+    session_bytes: u64,
+    pending: Option<&'static [u8]>,
+}
+
+impl Session {
+    /// A new session with a client at `peer`; `may_relay` comes from `policy::access::may_relay`.
+    pub fn new(vs: Arc<VirtualServer>, peer: IpAddr, may_relay: bool) -> Session {
+        Session {
+            vs,
+            peer,
+            may_relay,
+            helo: None,
+            esmtp: false,
+            tx: None,
+            errors: 0,
+            session_bytes: 0,
+            pending: None,
+        }
+    }
+
+    /// The 220 banner.
+    pub fn greeting(&self, out: &mut Vec<u8>) {
+        let now = Utc::now().rfc5322();
+        reply::push(
+            out,
+            220,
+            "",
+            format_args!(
+                "{} mailroot ESMTP MAIL Service, Version: {} ready at  {}",
+                self.vs.fqdn,
+                env!("CARGO_PKG_VERSION"),
+                now
+            ),
+        );
+    }
+
+    /// The HELO/EHLO name, once given (the W3C log's cs-username).
+    pub fn helo(&self) -> Option<&str> {
+        self.helo.as_deref()
+    }
+
+    /// Whether a message (DATA or a BDAT sequence) is in progress; when this turns false the
+    /// connection discards any open message file.
+    pub fn message_open(&self) -> bool {
+        self.tx.as_ref().is_some_and(|t| t.message_id.is_some())
+    }
+
+    /// Counts a protocol error; at MaxSmtpErrors writes 421 and asks to close.
+    fn error(&mut self, out: &mut Vec<u8>) -> Next {
+        self.errors += 1;
+        if self.errors >= self.vs.max_smtp_errors {
+            reply::too_many_errors(out, &self.vs.fqdn);
+            Next::Close
+        } else {
+            Next::Continue
+        }
+    }
+
+    /// A command line that exceeded 512 octets (already discarded by the connection).
+    pub fn line_too_long(&mut self, out: &mut Vec<u8>) -> Next {
+        out.extend_from_slice(reply::LINE_TOO_LONG);
+        self.error(out)
+    }
+
+    /// Handles one command line (without its line ending).
+    pub fn command(&mut self, line: &[u8], out: &mut Vec<u8>) -> Next {
+        let cmd = match command::parse(line) {
+            Ok(c) => c,
+            Err(e) => {
+                match e {
+                    ParseError::Unknown => out.extend_from_slice(reply::UNRECOGNIZED),
+                    ParseError::Syntax(t) => reply::syntax(out, t),
+                    ParseError::BadSender => {
+                        reply::push(out, 501, "5.1.7", format_args!("Invalid address"))
+                    }
+                    ParseError::BadRecipient => {
+                        reply::push(out, 501, "5.1.3", format_args!("Invalid address"))
+                    }
+                    ParseError::UnknownParam => {
+                        reply::push(out, 555, "5.5.4", format_args!("Unsupported parameter"))
+                    }
+                    ParseError::BadParamValue(t) => {
+                        reply::push(out, 501, "5.5.4", format_args!("Invalid parameter: {t}"))
+                    }
+                }
+                // A malformed BDAT still announced a chunk we cannot size: the session cannot stay in
+                // step, so it ends (RFC 3030 §4 leaves this to the server).
+                return self.error(out);
+            }
+        };
+        match cmd {
+            Command::Ehlo(name) | Command::Helo(name) => {
+                let ehlo = matches!(cmd, Command::Ehlo(_));
+                self.tx = None;
+                self.helo = Some(name.to_string());
+                self.esmtp = ehlo;
+                if ehlo {
+                    self.ehlo_reply(out);
+                } else {
+                    reply::push(
+                        out,
+                        250,
+                        "",
+                        format_args!("{} Hello [{}]", self.vs.fqdn, self.peer),
+                    );
+                }
+                Next::Continue
+            }
+            Command::Mail(path, params) => self.mail(path, params, out),
+            Command::Rcpt(to, params) => self.rcpt(to, params, out),
+            Command::Data => self.data(out),
+            Command::Bdat(size, last) => self.bdat(size, last, out),
+            Command::Rset => {
+                self.tx = None;
+                out.extend_from_slice(reply::RSET);
+                Next::Continue
+            }
+            Command::Noop => {
+                out.extend_from_slice(reply::NOOP);
+                Next::Continue
+            }
+            Command::Quit => {
+                reply::closing(out, &self.vs.fqdn);
+                Next::Close
+            }
+            Command::Vrfy(who) => {
+                if who.contains('@') {
+                    reply::vrfy(out, who.trim_matches(|c| c == '<' || c == '>'));
+                } else {
+                    reply::vrfy(out, &format!("{}@{}", who, self.vs.default_domain));
+                }
+                Next::Continue
+            }
+            Command::Help => {
+                out.extend_from_slice(reply::HELP);
+                Next::Continue
+            }
+        }
+    }
+
+    fn ehlo_reply(&self, out: &mut Vec<u8>) {
+        use std::io::Write;
+        // Writing to a Vec cannot fail.
+        let _ = write!(out, "250-{} Hello [{}]\r\n", self.vs.fqdn, self.peer);
+        match self.vs.max_message_size {
+            0 => out.extend_from_slice(b"250-SIZE\r\n"),
+            n => {
+                let _ = write!(out, "250-SIZE {n}\r\n");
+            }
+        }
+        out.extend_from_slice(
+            b"250-PIPELINING\r\n250-DSN\r\n250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n250-BINARYMIME\r\n250-CHUNKING\r\n250-VRFY\r\n250-HELP\r\n250 OK\r\n",
+        );
+    }
+
+    fn mail(&mut self, path: Path<'_>, params: MailParams<'_>, out: &mut Vec<u8>) -> Next {
+        if self.helo.is_none() {
+            out.extend_from_slice(reply::SEND_HELLO_FIRST);
+            return self.error(out);
+        }
+        if self.tx.is_some() {
+            out.extend_from_slice(reply::SENDER_ALREADY);
+            return self.error(out);
+        }
+        if let Some(size) = params.size {
+            let max = self.vs.max_message_size;
+            let session_left = self.session_left();
+            if (max > 0 && size > max) || size > session_left {
+                out.extend_from_slice(reply::TOO_BIG);
+                return Next::Continue;
+            }
+        }
+        let sender = match path {
+            Path::Null => String::new(),
+            Path::Mailbox(m) => m.to_string_lossless(),
+        };
+        reply::sender_ok(out, &sender);
+        self.tx = Some(Transaction {
+            envelope: Envelope {
+                sender,
+                body: params.body,
+                ret: params.ret,
+                envid: params.envid.map(str::to_string),
+                recipients: Vec::new(),
+            },
+            params_body: params.body,
+            rcpt_attempts: 0,
+            bdat: false,
+            message_id: None,
+        });
+        Next::Continue
+    }
+
+    fn rcpt(
+        &mut self,
+        to: Mailbox<'_>,
+        params: command::RcptParams<'_>,
+        out: &mut Vec<u8>,
+    ) -> Next {
+        let Some(tx) = self.tx.as_mut() else {
+            out.extend_from_slice(reply::NEED_MAIL);
+            return self.error(out);
+        };
+        if tx.message_id.is_some() {
+            out.extend_from_slice(reply::NEED_MAIL);
+            return self.error(out);
+        }
+        tx.rcpt_attempts += 1;
+        let address = if to.domain.is_empty() {
+            format!("{}@{}", to.local, self.vs.default_domain)
+        } else {
+            to.to_string_lossless()
+        };
+        let local = match relay::decide(&self.vs, self.may_relay, &to) {
+            Decision::Denied => {
+                reply::unable_to_relay(out, &address);
+                return self.error(out);
+            }
+            Decision::Local => true,
+            Decision::Relay => false,
+        };
+        if tx
+            .envelope
+            .recipients
+            .iter()
+            .any(|r| r.address.eq_ignore_ascii_case(&address))
+        {
+            reply::recipient_ok(out, &address);
+            return Next::Continue;
+        }
+        if tx.envelope.recipients.len() >= self.vs.max_recipients as usize {
+            out.extend_from_slice(reply::TOO_MANY_RCPTS);
+            return Next::Continue;
+        }
+        reply::recipient_ok(out, &address);
+        tx.envelope.recipients.push(Recipient {
+            address,
+            local,
+            notify: params.notify,
+            orcpt: params.orcpt.map(str::to_string),
+        });
+        Next::Continue
+    }
+
+    /// Why a message cannot start now, if it cannot.
+    fn refuse_message(&self) -> Option<&'static [u8]> {
+        match &self.tx {
+            None => Some(reply::NEED_MAIL),
+            Some(tx) if tx.envelope.recipients.is_empty() && tx.rcpt_attempts > 0 => {
+                Some(reply::NO_VALID_RCPTS)
+            }
+            Some(tx) if tx.envelope.recipients.is_empty() => Some(reply::NEED_RCPT),
+            Some(_) => None,
+        }
+    }
+
+    fn data(&mut self, out: &mut Vec<u8>) -> Next {
+        if let Some(r) = self.refuse_message() {
+            out.extend_from_slice(r);
+            return self.error(out);
+        }
+        let Some(tx) = self.tx.as_ref() else {
+            return Next::Continue;
+        };
+        if tx.bdat {
+            out.extend_from_slice(reply::DATA_AFTER_BDAT);
+            return self.error(out);
+        }
+        if tx.params_body == Some(Body::BinaryMime) {
+            out.extend_from_slice(reply::DATA_WITH_BINARYMIME);
+            return self.error(out);
+        }
+        Next::Data(self.plan())
+    }
+
+    fn bdat(&mut self, size: u64, last: bool, out: &mut Vec<u8>) -> Next {
+        let _ = out;
+        if let Some(r) = self.refuse_message() {
+            self.pending = Some(r);
+            return Next::Bdat {
+                size,
+                last,
+                open: None,
+                discard: true,
+            };
+        }
+        let first = self.tx.as_ref().is_some_and(|t| !t.bdat);
+        let open = if first {
+            if let Some(t) = self.tx.as_mut() {
+                t.bdat = true;
+            }
+            Some(self.plan())
+        } else {
+            None
+        };
+        Next::Bdat {
+            size,
+            last,
+            open,
+            discard: false,
+        }
+    }
+
+    /// Makes the plan for the message of the current transaction and remembers its identifier.
+    fn plan(&mut self) -> MessagePlan {
+        let qid = id::next();
+        let message_id = format!("<{}@{}>", qid, self.vs.fqdn);
+        let max = self.vs.max_message_size;
+        let limit = if max > 0 {
+            max.min(self.session_left())
+        } else {
+            self.session_left()
+        };
+        let helo = self.helo.clone().unwrap_or_default();
+        let protocol = if self.esmtp { "ESMTP" } else { "SMTP" };
+        let trace = Trace {
+            helo: &helo,
+            ip: self.peer,
+            by: &self.vs.fqdn,
+            protocol,
+            id: &qid,
+            at: Utc::now(),
+        }
+        .header();
+        let mut parts = Vec::with_capacity(2);
+        let mut binary = false;
+        if let Some(tx) = self.tx.as_mut() {
+            // Remote recipients first: the Queue copy is the one delivery reads; Drop gets a copy.
+            if tx.envelope.has(false) {
+                parts.push((Folder::Queue, tx.envelope.block(false)));
+            }
+            if tx.envelope.has(true) {
+                parts.push((Folder::Drop, tx.envelope.block(true)));
+            }
+            tx.message_id = Some(message_id.clone());
+            binary = tx.params_body == Some(Body::BinaryMime);
+        }
+        MessagePlan {
+            message_id_line: format!("Message-ID: {message_id}\r\n").into_bytes(),
+            id: qid,
+            message_id,
+            parts,
+            trace,
+            limit,
+            binary,
+        }
+    }
+
+    fn session_left(&self) -> u64 {
+        match self.vs.max_session_size {
+            0 => u64::MAX,
+            max => max.saturating_sub(self.session_bytes),
+        }
+    }
+
+    /// After [`Next::Data`]: the message file is open (`ok`) or could not be created.
+    pub fn data_opened(&mut self, ok: bool, out: &mut Vec<u8>) {
+        if ok {
+            out.extend_from_slice(reply::START_DATA);
+        } else {
+            out.extend_from_slice(reply::STORAGE);
+            self.tx = None;
+        }
+    }
+
+    /// After a refused BDAT chunk was read and dropped: writes the reply that refuses it.
+    pub fn bdat_discarded(&mut self, out: &mut Vec<u8>) -> Next {
+        match self.pending.take() {
+            Some(r) => {
+                out.extend_from_slice(r);
+                self.error(out)
+            }
+            None => {
+                // The message file could not be opened or written.
+                out.extend_from_slice(reply::STORAGE);
+                self.tx = None;
+                Next::Continue
+            }
+        }
+    }
+
+    /// After a BDAT chunk that is not the last was stored.
+    pub fn bdat_chunk(&mut self, size: u64, out: &mut Vec<u8>) {
+        reply::chunk_ok(out, size);
+    }
+
+    /// At the end of a message (DATA terminator or BDAT LAST): the verdict. The transaction ends
+    /// whatever it is, except that on [`Verdict::Commit`] the session waits for [`Session::committed`].
+    pub fn message_end(&mut self, end: &MessageEnd, out: &mut Vec<u8>) -> Verdict {
+        self.session_bytes = self.session_bytes.saturating_add(end.size);
+        let binary = self
+            .tx
+            .as_ref()
+            .is_some_and(|t| t.params_body == Some(Body::BinaryMime));
+        let refuse: Option<&'static [u8]> =
+            if self.vs.max_session_size > 0 && self.session_bytes > self.vs.max_session_size {
+                out.extend_from_slice(reply::SESSION_TOO_BIG);
+                reply::session_closed(out, &self.vs.fqdn);
+                self.tx = None;
+                return Verdict::Refused { close: true };
+            } else if self.vs.max_message_size > 0 && end.size > self.vs.max_message_size {
+                Some(reply::TOO_BIG)
+            } else if !binary && end.flaws.bare_lf {
+                Some(reply::BARE_LF)
+            } else if !binary && end.flaws.bare_cr {
+                Some(reply::BARE_CR)
+            } else if !binary && end.flaws.nul {
+                Some(reply::NUL)
+            } else if end.hops > self.vs.hop_count {
+                Some(reply::LOOP)
+            } else if end.store_failed {
+                Some(reply::STORAGE)
+            } else {
+                None
+            };
+        match refuse {
+            Some(r) => {
+                out.extend_from_slice(r);
+                self.tx = None;
+                Verdict::Refused { close: false }
+            }
+            None => Verdict::Commit,
+        }
+    }
+
+    /// After [`Verdict::Commit`]: whether the commit succeeded. Writes 250 or 452 and ends the
+    /// transaction.
+    pub fn committed(&mut self, ok: bool, out: &mut Vec<u8>) {
+        let tx = self.tx.take();
+        if ok {
+            let id = tx.and_then(|t| t.message_id).unwrap_or_default();
+            reply::queued(out, &id);
+        } else {
+            out.extend_from_slice(reply::STORAGE);
+        }
+    }
+
+    /// The envelope of the current transaction (for logging after a commit).
+    pub fn envelope(&self) -> Option<&Envelope> {
+        self.tx.as_ref().map(|t| &t.envelope)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::test_server;
+
+    struct T {
+        s: Session,
+        out: Vec<u8>,
+    }
+
+    impl T {
+        fn new(relay: bool) -> T {
+            T {
+                s: Session::new(Arc::new(test_server()), "127.0.0.1".parse().unwrap(), relay),
+                out: Vec::new(),
+            }
+        }
+        fn cmd(&mut self, line: &str) -> (String, Next) {
+            self.out.clear();
+            let n = self.s.command(line.as_bytes(), &mut self.out);
+            (String::from_utf8(self.out.clone()).unwrap(), n)
+        }
+        fn reply(&mut self, line: &str) -> String {
+            self.cmd(line).0
+        }
+    }
+
+    #[test]
+    fn greeting_and_ehlo() {
+        let t = T::new(false);
+        let mut out = Vec::new();
+        t.s.greeting(&mut out);
+        let g = String::from_utf8(out).unwrap();
+        assert!(
+            g.starts_with("220 mx.local.test mailroot ESMTP MAIL Service, Version: "),
+            "{g}"
+        );
+        assert!(g.ends_with("\r\n"));
+        let mut t = T::new(false);
+        let r = t.reply("EHLO client.test");
+        assert_eq!(
+            r,
+            "250-mx.local.test Hello [127.0.0.1]\r\n250-SIZE 2097152\r\n250-PIPELINING\r\n250-DSN\r\n250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n250-BINARYMIME\r\n250-CHUNKING\r\n250-VRFY\r\n250-HELP\r\n250 OK\r\n"
+        );
+        assert_eq!(
+            t.reply("HELO client.test"),
+            "250 mx.local.test Hello [127.0.0.1]\r\n"
+        );
+        assert_eq!(t.s.helo(), Some("client.test"));
+    }
+
+    #[test]
+    fn unlimited_size_is_a_bare_keyword() {
+        let mut vs = test_server();
+        vs.max_message_size = 0;
+        let mut s = Session::new(Arc::new(vs), "127.0.0.1".parse().unwrap(), false);
+        let mut out = Vec::new();
+        s.command(b"EHLO x", &mut out);
+        assert!(String::from_utf8(out).unwrap().contains("250-SIZE\r\n"));
+    }
+
+    #[test]
+    fn sequence_errors() {
+        let mut vs = test_server();
+        vs.max_smtp_errors = 100;
+        let mut t = T {
+            s: Session::new(Arc::new(vs), "127.0.0.1".parse().unwrap(), false),
+            out: Vec::new(),
+        };
+        assert_eq!(
+            t.reply("MAIL FROM:<a@b.test>"),
+            "503 5.5.1 Send hello first\r\n"
+        );
+        t.reply("EHLO c");
+        assert_eq!(
+            t.reply("RCPT TO:<u@local.test>"),
+            "503 5.5.1 Need mail command\r\n"
+        );
+        assert_eq!(t.reply("DATA"), "503 5.5.1 Need mail command\r\n");
+        assert_eq!(
+            t.reply("MAIL FROM:<a@b.test>"),
+            "250 2.1.0 a@b.test....Sender OK\r\n"
+        );
+        assert_eq!(
+            t.reply("MAIL FROM:<a@b.test>"),
+            "503 5.5.1 Sender already specified\r\n"
+        );
+        assert_eq!(t.reply("DATA"), "503 5.5.1 Need rcpt command\r\n");
+        assert_eq!(
+            t.reply("RCPT TO:<u@remote.test>"),
+            "550 5.7.1 Unable to relay for u@remote.test\r\n"
+        );
+        assert_eq!(t.reply("DATA"), "554 5.5.1 No valid recipients\r\n");
+        assert_eq!(t.reply("RSET"), "250 2.0.0 Resetting\r\n");
+        assert_eq!(t.reply("NOOP"), "250 2.0.0 OK\r\n");
+        assert_eq!(t.reply("FOO"), "500 5.5.1 Unrecognized command\r\n");
+        assert_eq!(
+            t.reply("MAIL FROM:<a@b.test> X=1"),
+            "555 5.5.4 Unsupported parameter\r\n"
+        );
+        assert_eq!(t.reply("MAIL FROM:<a@@b>"), "501 5.1.7 Invalid address\r\n");
+        assert_eq!(
+            t.reply("MAIL FROM:<a@b.test> SIZE=x"),
+            "501 5.5.4 Invalid parameter: SIZE needs a number\r\n"
+        );
+        assert!(t.reply("VRFY admin").starts_with(
+            "252 2.1.5 Cannot VRFY user, but will take message for <admin@local.test>"
+        ));
+        assert!(t.reply("HELP").starts_with("214-"));
+        assert_eq!(
+            t.reply("QUIT"),
+            "221 2.0.0 mx.local.test Service closing transmission channel\r\n"
+        );
+    }
+
+    #[test]
+    fn too_many_errors_closes() {
+        let mut t = T::new(false);
+        for _ in 0..9 {
+            assert!(matches!(t.cmd("BOGUS").1, Next::Continue));
+        }
+        let (r, n) = t.cmd("BOGUS");
+        assert!(
+            r.ends_with(
+                "421 4.7.0 mx.local.test Too many errors, closing transmission channel\r\n"
+            ),
+            "{r}"
+        );
+        assert!(matches!(n, Next::Close));
+    }
+
+    #[test]
+    fn recipients_relay_and_limits() {
+        let mut t = T::new(false);
+        t.reply("EHLO c");
+        t.reply("MAIL FROM:<>");
+        assert_eq!(
+            t.reply("RCPT TO:<u@local.test>"),
+            "250 2.1.5 u@local.test\r\n"
+        );
+        assert_eq!(
+            t.reply("RCPT TO:<Postmaster>"),
+            "250 2.1.5 Postmaster@local.test\r\n"
+        );
+        assert_eq!(
+            t.reply("RCPT TO:<u%remote.test@local.test>"),
+            "550 5.7.1 Unable to relay for u%remote.test@local.test\r\n"
+        );
+        for i in 2..100 {
+            assert!(
+                t.reply(&format!("RCPT TO:<u{i}@local.test>"))
+                    .starts_with("250 ")
+            );
+        }
+        assert_eq!(
+            t.reply("RCPT TO:<last@local.test>"),
+            "452 4.5.3 Too many recipients\r\n"
+        );
+        assert_eq!(t.s.envelope().unwrap().recipients.len(), 100);
+
+        let mut r = T::new(true);
+        r.reply("EHLO c");
+        r.reply("MAIL FROM:<a@b.test> SIZE=2097153");
+        assert_eq!(r.out, reply::TOO_BIG);
+        r.reply("MAIL FROM:<a@b.test> SIZE=100 RET=HDRS");
+        assert_eq!(
+            r.reply("RCPT TO:<x@remote.test> NOTIFY=FAILURE"),
+            "250 2.1.5 x@remote.test\r\n"
+        );
+        assert_eq!(
+            r.reply("RCPT TO:<u@local.test>"),
+            "250 2.1.5 u@local.test\r\n"
+        );
+        let Next::Data(plan) = r.cmd("DATA").1 else {
+            panic!("DATA must start")
+        };
+        assert_eq!(plan.parts.len(), 2);
+        assert_eq!(plan.parts[0].0, Folder::Queue);
+        assert_eq!(
+            plan.parts[0].1,
+            b"x-sender: <a@b.test> RET=HDRS\r\nx-receiver: <x@remote.test> NOTIFY=FAILURE\r\n"
+        );
+        assert_eq!(
+            plan.parts[1],
+            (
+                Folder::Drop,
+                b"x-sender: a@b.test\r\nx-receiver: u@local.test\r\n".to_vec()
+            )
+        );
+        assert!(
+            String::from_utf8_lossy(&plan.trace)
+                .starts_with("Received: from c ([127.0.0.1]) by mx.local.test with ESMTP id ")
+        );
+        assert_eq!(plan.limit, 2_097_152);
+        assert!(r.s.message_open());
+    }
+
+    fn ready(t: &mut T) -> MessagePlan {
+        t.reply("EHLO c");
+        t.reply("MAIL FROM:<a@b.test>");
+        t.reply("RCPT TO:<u@local.test>");
+        match t.cmd("DATA").1 {
+            Next::Data(p) => p,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn message_verdicts() {
+        let mut t = T::new(false);
+        let plan = ready(&mut t);
+        t.out.clear();
+        t.s.data_opened(true, &mut t.out);
+        assert_eq!(t.out, reply::START_DATA);
+        t.out.clear();
+        assert_eq!(
+            t.s.message_end(
+                &MessageEnd {
+                    size: 10,
+                    ..Default::default()
+                },
+                &mut t.out
+            ),
+            Verdict::Commit
+        );
+        t.s.committed(true, &mut t.out);
+        assert_eq!(
+            String::from_utf8(t.out.clone()).unwrap(),
+            format!("250 2.6.0 {} Queued mail for delivery\r\n", plan.message_id)
+        );
+        assert!(!t.s.message_open());
+
+        for (end, want) in [
+            (
+                MessageEnd {
+                    size: 2_097_153,
+                    ..Default::default()
+                },
+                reply::TOO_BIG,
+            ),
+            (
+                MessageEnd {
+                    flaws: Flaws {
+                        bare_lf: true,
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                },
+                reply::BARE_LF,
+            ),
+            (
+                MessageEnd {
+                    flaws: Flaws {
+                        bare_cr: true,
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                },
+                reply::BARE_CR,
+            ),
+            (
+                MessageEnd {
+                    flaws: Flaws {
+                        nul: true,
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                },
+                reply::NUL,
+            ),
+            (
+                MessageEnd {
+                    hops: 16,
+                    ..Default::default()
+                },
+                reply::LOOP,
+            ),
+            (
+                MessageEnd {
+                    store_failed: true,
+                    ..Default::default()
+                },
+                reply::STORAGE,
+            ),
+        ] {
+            let mut t = T::new(false);
+            ready(&mut t);
+            t.out.clear();
+            assert_eq!(
+                t.s.message_end(&end, &mut t.out),
+                Verdict::Refused { close: false }
+            );
+            assert_eq!(t.out, want);
+            assert!(!t.s.message_open());
+        }
+        let mut t = T::new(false);
+        ready(&mut t);
+        t.out.clear();
+        assert_eq!(
+            t.s.message_end(
+                &MessageEnd {
+                    hops: 15,
+                    ..Default::default()
+                },
+                &mut t.out
+            ),
+            Verdict::Commit
+        );
+    }
+
+    #[test]
+    fn session_size_closes() {
+        let mut t = T::new(false);
+        ready(&mut t);
+        t.out.clear();
+        assert_eq!(
+            t.s.message_end(
+                &MessageEnd {
+                    size: 10_485_761,
+                    ..Default::default()
+                },
+                &mut t.out
+            ),
+            Verdict::Refused { close: true }
+        );
+        let r = String::from_utf8(t.out.clone()).unwrap();
+        assert!(
+            r.starts_with("552 5.3.4 Session size") && r.contains("\r\n421 4.3.2 "),
+            "{r}"
+        );
+    }
+
+    #[test]
+    fn bdat_flow() {
+        let mut t = T::new(false);
+        t.reply("EHLO c");
+        // Refused chunk: read, dropped, then the reply.
+        match t.cmd("BDAT 5").1 {
+            Next::Bdat {
+                size: 5,
+                discard: true,
+                ..
+            } => {}
+            other => panic!("{other:?}"),
+        }
+        t.out.clear();
+        t.s.bdat_discarded(&mut t.out);
+        assert_eq!(t.out, reply::NEED_MAIL);
+        t.reply("MAIL FROM:<a@b.test> BODY=BINARYMIME");
+        t.reply("RCPT TO:<u@local.test>");
+        assert_eq!(
+            t.reply("DATA"),
+            String::from_utf8_lossy(reply::DATA_WITH_BINARYMIME)
+        );
+        match t.cmd("BDAT 3").1 {
+            Next::Bdat {
+                size: 3,
+                last: false,
+                open: Some(p),
+                discard: false,
+            } => assert!(p.binary),
+            other => panic!("{other:?}"),
+        }
+        t.out.clear();
+        t.s.bdat_chunk(3, &mut t.out);
+        assert_eq!(t.out, b"250 2.0.0 3 octets received\r\n");
+        match t.cmd("BDAT 0 LAST").1 {
+            Next::Bdat {
+                size: 0,
+                last: true,
+                open: None,
+                discard: false,
+            } => {}
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            t.reply("DATA"),
+            String::from_utf8_lossy(reply::DATA_AFTER_BDAT)
+        );
+        t.out.clear();
+        let end = MessageEnd {
+            size: 3,
+            flaws: Flaws {
+                bare_lf: true,
+                nul: true,
+                bare_cr: false,
+            },
+            ..Default::default()
+        };
+        assert_eq!(
+            t.s.message_end(&end, &mut t.out),
+            Verdict::Commit,
+            "BINARYMIME carries any octet"
+        );
+    }
+}
