@@ -59,7 +59,7 @@ pub struct Instance {
 /// State every session sees.
 #[derive(Debug)]
 pub struct Shared {
-    stopping: AtomicBool,
+    stopping: Arc<AtomicBool>,
     /// The protocol log.
     pub logger: Logger,
 }
@@ -90,17 +90,18 @@ impl Drop for ActiveGuard {
     }
 }
 
-/// Stops a running server from another thread (a signal handler).
+/// Stops a running server from another thread (a signal handler). It holds only the flag and the
+/// waker, so a handler that outlives the server keeps nothing else (such as the log writer) alive.
 #[derive(Clone)]
 pub struct Stopper {
-    shared: Arc<Shared>,
+    stopping: Arc<AtomicBool>,
     waker: Arc<mio::Waker>,
 }
 
 impl Stopper {
     /// Begins the shutdown: no new connections; idle sessions get 421.
     pub fn stop(&self) {
-        self.shared.stopping.store(true, Ordering::Release);
+        self.stopping.store(true, Ordering::Release);
         let _ = self.waker.wake();
     }
 }
@@ -136,8 +137,9 @@ impl Server {
             }));
         }
         let (logger, log_thread) = w3c::start(&config.servers).map_err(StartError::Io)?;
+        let stopping = Arc::new(AtomicBool::new(false));
         let shared = Arc::new(Shared {
-            stopping: AtomicBool::new(false),
+            stopping: stopping.clone(),
             logger,
         });
         let Bound {
@@ -166,10 +168,7 @@ impl Server {
             })
             .map_err(StartError::Io)?;
         Ok(Server {
-            stopper: Stopper {
-                shared: shared.clone(),
-                waker,
-            },
+            stopper: Stopper { stopping, waker },
             shared,
             instances,
             acceptor: Some(handle),

@@ -196,6 +196,9 @@ impl Session {
                 }
                 // A malformed BDAT still announced a chunk we cannot size: the session cannot stay in
                 // step, so it ends (RFC 3030 §4 leaves this to the server).
+                if command::verb_of(line).eq_ignore_ascii_case(b"BDAT") {
+                    return Next::Close;
+                }
                 return self.error(out);
             }
         };
@@ -930,6 +933,14 @@ mod tests {
         assert_eq!(
             t.reply("DATA"),
             String::from_utf8_lossy(reply::DATA_AFTER_BDAT)
+        );
+        let mut m = T::new(false);
+        m.reply("EHLO c");
+        let (r, n) = m.cmd("BDAT 6 FIRST");
+        assert!(r.starts_with("501 5.5.2 "), "{r}");
+        assert!(
+            matches!(n, Next::Close),
+            "a malformed BDAT cannot be skipped: close"
         );
         t.out.clear();
         let end = MessageEnd {
