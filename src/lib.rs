@@ -12,6 +12,7 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod delivery;
 pub mod logging;
 pub mod mailroot;
 pub mod net;
@@ -23,7 +24,10 @@ pub mod time;
 
 #[cfg(test)]
 pub(crate) mod testutil {
-    use crate::config::{Binding, Dirs, LogPeriod, LogSettings, VirtualServer};
+    use crate::config::{
+        Binding, DeliverySettings, Dirs, LogPeriod, LogSettings, SmartHostType, TlsPolicy,
+        VirtualServer,
+    };
     use crate::policy::ipnet::IpList;
     use std::path::PathBuf;
     use std::time::Duration;
@@ -62,6 +66,33 @@ pub(crate) mod testutil {
                 period: LogPeriod::Daily,
                 truncate_size: 20_480_000,
             },
+            delivery: DeliverySettings {
+                smart_host: None,
+                smart_host_type: SmartHostType::DnsOnly,
+                remote_port: 25,
+                dns_servers: Vec::new(),
+                max_batched: 20,
+                remote_timeout: Duration::from_secs(600),
+                max_out: 1000,
+                max_out_per_domain: 100,
+                tls: TlsPolicy::Opportunistic,
+                ca_file: None,
+                auth_plaintext: false,
+                credentials: None,
+                retry: vec![
+                    Duration::from_secs(900),
+                    Duration::from_secs(1800),
+                    Duration::from_secs(3600),
+                    Duration::from_secs(14400),
+                ],
+                delay_expire: Duration::from_secs(720 * 60),
+                ndr_expire: Duration::from_secs(2880 * 60),
+                masquerade: None,
+                send_ndr_to: None,
+                pickup_unstuff_dots: true,
+                pickup_settle: Duration::from_secs(1),
+            },
+            domains: Vec::new(),
         }
     }
 }

@@ -105,32 +105,13 @@ fn settings(stdout: &str) -> BTreeMap<String, BTreeMap<String, String>> {
 }
 
 /// Every key of a virtual server, in the order `check` prints them.
-const KEYS: [&str; 24] = [
-    "ServerBindings",
-    "FullyQualifiedDomainName",
-    "MailRoot",
-    "PickupDirectory",
-    "QueueDirectory",
-    "BadMailDirectory",
-    "DropDirectory",
-    "DefaultDomain",
-    "LocalDomains",
-    "MaxConnections",
-    "ConnectionTimeout",
-    "MaxMessageSize",
-    "MaxSessionSize",
-    "MaxRecipients",
-    "MaxSmtpErrors",
-    "HopCount",
-    "RelayIpList",
-    "IPGrantByDefault",
-    "IPDeny",
-    "IPGrant",
-    "LogType",
-    "LogFileDirectory",
-    "LogFilePeriod",
-    "LogFileTruncateSize",
-];
+/// Every key of a virtual server, in the table's order (the binary must print them all).
+static KEYS: std::sync::LazyLock<Vec<&'static str>> = std::sync::LazyLock::new(|| {
+    mailroot::config::keys::SERVER_KEYS
+        .iter()
+        .map(|k| k.name)
+        .collect()
+});
 
 fn p(path: &Path) -> String {
     path.display().to_string()
@@ -313,11 +294,11 @@ fn unknown_key_names_file_line_and_key() {
     let ini = write_ini(
         dir.path(),
         "b.ini",
-        "[SmtpSvc/1]\n\nSmartHost = relay.example\n",
+        "[SmtpSvc/1]\n\nSmtpInboundCommandSupportOptions = 7697601\n",
     );
     assert_config_error(
         &check(&ini),
-        &format!("{}:3: SmartHost: ", p(&ini)),
+        &format!("{}:3: SmtpInboundCommandSupportOptions: ", p(&ini)),
         "unknown key",
     );
 }

@@ -134,11 +134,147 @@ pub const SERVER_KEYS: &[KeyDef] = &[
         default: "20480000",
         meaning: "bytes per log file when LogFilePeriod = 0",
     },
+    KeyDef {
+        name: "SmartHost",
+        default: "",
+        meaning: "next hop for remote mail: host, host:port, [a.b.c.d] or [a.b.c.d]:port (brackets skip DNS)",
+    },
+    KeyDef {
+        name: "SmartHostType",
+        default: "0",
+        meaning: "0 = DNS only (smart host unused), 1 = DNS first then the smart host on failure, 2 = always the smart host",
+    },
+    KeyDef {
+        name: "RemoteSmtpPort",
+        default: "25",
+        meaning: "TCP port for DNS-routed delivery",
+    },
+    KeyDef {
+        name: "DnsServers",
+        default: "",
+        meaning: "DNS servers for MX lookups, ip or ip:port, comma-separated (default: the system's)",
+    },
+    KeyDef {
+        name: "MaxBatchedMessages",
+        default: "20",
+        meaning: "messages sent over one outbound connection before it is closed",
+    },
+    KeyDef {
+        name: "RemoteTimeout",
+        default: "600",
+        meaning: "seconds to wait for each reply of the next hop",
+    },
+    KeyDef {
+        name: "MaxOutConnections",
+        default: "1000",
+        meaning: "concurrent outbound connections",
+    },
+    KeyDef {
+        name: "MaxOutConnectionsPerDomain",
+        default: "100",
+        meaning: "concurrent outbound connections per destination domain (or smart host)",
+    },
+    KeyDef {
+        name: "OutboundTls",
+        default: "opportunistic",
+        meaning: "none, opportunistic (STARTTLS when offered), required (verified STARTTLS) or implicit (TLS from the first byte, port 465)",
+    },
+    KeyDef {
+        name: "OutboundTlsCaFile",
+        default: "",
+        meaning: "PEM file of extra trusted CA certificates for outbound TLS (besides the system's)",
+    },
+    KeyDef {
+        name: "OutboundAuthAllowPlaintext",
+        default: "0",
+        meaning: "1 = send RouteUserName/RoutePassword even without TLS",
+    },
+    KeyDef {
+        name: "RouteUserName",
+        default: "",
+        meaning: "user name for AUTH at the smart host",
+    },
+    KeyDef {
+        name: "RoutePassword",
+        default: "",
+        meaning: "password for AUTH at the smart host",
+    },
+    KeyDef {
+        name: "SmtpRemoteProgressiveRetry",
+        default: "15,30,60,240",
+        meaning: "minutes before the 1st, 2nd, 3rd and every later retry (30s, 2m, 1h also accepted)",
+    },
+    KeyDef {
+        name: "SmtpRemoteDelayExpireMinutes",
+        default: "720",
+        meaning: "minutes after which the sender gets one delay notification",
+    },
+    KeyDef {
+        name: "SmtpRemoteNDRExpireMinutes",
+        default: "2880",
+        meaning: "minutes after which undelivered mail is returned with a non-delivery report",
+    },
+    KeyDef {
+        name: "MasqueradeDomain",
+        default: "",
+        meaning: "replaces the domain of local senders in MAIL FROM, and names the postmaster of reports",
+    },
+    KeyDef {
+        name: "SendNdrTo",
+        default: "",
+        meaning: "address that gets a copy of every non-delivery report",
+    },
+    KeyDef {
+        name: "PickupUnstuffDots",
+        default: "1",
+        meaning: "1 = a line starting with \".\" in a pickup file loses one dot (IIS); 0 = files are not dot-stuffed",
+    },
+    KeyDef {
+        name: "PickupSettleTime",
+        default: "1s",
+        meaning: "how long a pickup file must be unchanged before it is taken (mailroot; writers should write then rename)",
+    },
+];
+
+/// The keys of a `[SmtpSvc/n/Domain/<name>]` remote domain section.
+pub const DOMAIN_KEYS: &[KeyDef] = &[
+    KeyDef {
+        name: "RelayAllowed",
+        default: "0",
+        meaning: "1 = any client may send mail to this domain (IIS: allow incoming mail to be relayed to this domain)",
+    },
+    KeyDef {
+        name: "SmartHost",
+        default: "",
+        meaning: "route all mail for this domain to this host (same forms as the server's SmartHost)",
+    },
+    KeyDef {
+        name: "RouteUserName",
+        default: "",
+        meaning: "user name for AUTH at this domain's next hop",
+    },
+    KeyDef {
+        name: "RoutePassword",
+        default: "",
+        meaning: "password for AUTH at this domain's next hop",
+    },
+    KeyDef {
+        name: "OutboundTls",
+        default: "",
+        meaning: "TLS policy for this domain (default: the server's OutboundTls)",
+    },
 ];
 
 /// Looks a key up case-insensitively.
 pub fn server_key(name: &str) -> Option<&'static KeyDef> {
     SERVER_KEYS
+        .iter()
+        .find(|k| k.name.eq_ignore_ascii_case(name))
+}
+
+/// Looks a remote-domain key up case-insensitively.
+pub fn domain_key(name: &str) -> Option<&'static KeyDef> {
+    DOMAIN_KEYS
         .iter()
         .find(|k| k.name.eq_ignore_ascii_case(name))
 }

@@ -11,11 +11,15 @@ pub mod settings;
 
 use std::collections::HashMap;
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use settings::{Binding, Dirs, LogPeriod, LogSettings, VirtualServer};
+pub use settings::{
+    Binding, Credentials, DeliverySettings, Dirs, DomainRoute, LogPeriod, LogSettings, NextHop,
+    SmartHostType, TlsPolicy, VirtualServer,
+};
 
 use crate::policy::ipnet::IpList;
 use crate::smtp::address;
@@ -125,9 +129,34 @@ impl Config {
         let path = ini.path.as_path();
         let mut service: Option<&ini::Section> = None;
         let mut instances: Vec<(u32, &ini::Section)> = Vec::new();
+        let mut domain_sections: Vec<(u32, String, &ini::Section)> = Vec::new();
         for s in &ini.sections {
             let lower = s.name.to_ascii_lowercase();
-            if lower == "smtpsvc" {
+            if let Some((n, name)) = domain_section_name(&lower) {
+                let n = n.ok_or_else(|| {
+                    ConfigError::at(path, s.line, None, format!("unknown section [{}]", s.name))
+                })?;
+                if !(address::is_valid_domain(name.trim_start_matches("*.").as_bytes())) {
+                    return Err(ConfigError::at(
+                        path,
+                        s.line,
+                        None,
+                        format!("[{}]: `{name}` is not a domain name or *.domain", s.name),
+                    ));
+                }
+                if domain_sections
+                    .iter()
+                    .any(|(m, d, _)| *m == n && *d == name)
+                {
+                    return Err(ConfigError::at(
+                        path,
+                        s.line,
+                        None,
+                        format!("[{}] appears twice", s.name),
+                    ));
+                }
+                domain_sections.push((n, name.to_string(), s));
+            } else if lower == "smtpsvc" {
                 if service.is_some() {
                     return Err(ConfigError::at(
                         path,
@@ -176,6 +205,19 @@ impl Config {
                 "no virtual server: add a [SmtpSvc/1] section",
             ));
         }
+        for (n, _, ds) in &domain_sections {
+            if !instances.iter().any(|(m, _)| m == n) {
+                return Err(ConfigError::at(
+                    path,
+                    ds.line,
+                    None,
+                    format!(
+                        "[{}] belongs to [SmtpSvc/{n}], which does not exist",
+                        ds.name
+                    ),
+                ));
+            }
+        }
         instances.sort_by_key(|(n, _)| *n);
 
         let inherited = match service {
@@ -186,7 +228,10 @@ impl Config {
         for (n, s) in instances {
             let mut keys = inherited.clone();
             keys.extend(collect(path, s)?);
-            let vs = build(path, base, n, &keys)?;
+            let mut vs = build(path, base, n, &keys)?;
+            for (_, name, ds) in domain_sections.iter().filter(|(m, _, _)| *m == n) {
+                vs.domains.push(build_domain(path, base, name, ds)?);
+            }
             for b in &vs.bindings {
                 for other in &servers {
                     if b.port != 0
@@ -241,6 +286,7 @@ struct Reader<'a> {
     path: &'a Path,
     section_line: usize,
     keys: &'a HashMap<String, Entry>,
+    table: fn(&str) -> Option<&'static keys::KeyDef>,
 }
 
 impl Reader<'_> {
@@ -249,7 +295,7 @@ impl Reader<'_> {
         match self.keys.get(&name.to_ascii_lowercase()) {
             Some(e) => (e.value.clone(), e.line, true),
             None => {
-                let def = keys::server_key(name).map(|k| k.default).unwrap_or("");
+                let def = (self.table)(name).map(|k| k.default).unwrap_or("");
                 (def.to_string(), self.section_line, false)
             }
         }
@@ -279,6 +325,7 @@ fn build(
         path,
         section_line: 0,
         keys,
+        table: keys::server_key,
     };
     let bindings = r.parse("ServerBindings", parse_bindings)?;
     let fqdn = if r.set("FullyQualifiedDomainName") {
@@ -340,7 +387,64 @@ fn build(
         })?,
         truncate_size: r.parse("LogFileTruncateSize", |v| parse_num::<u64>(v, 1024))?,
     };
+    let delivery = DeliverySettings {
+        smart_host: r.parse("SmartHost", parse_next_hop)?,
+        smart_host_type: r.parse("SmartHostType", |v| match v {
+            "0" => Ok(SmartHostType::DnsOnly),
+            "1" => Ok(SmartHostType::DnsThenSmartHost),
+            "2" => Ok(SmartHostType::Always),
+            _ => Err(format!(
+                "`{v}` is not 0 (DNS only), 1 (DNS, then smart host) or 2 (always smart host)"
+            )),
+        })?,
+        remote_port: r.parse("RemoteSmtpPort", |v| {
+            parse_num::<u32>(v, 1).and_then(|n| {
+                u16::try_from(n).map_err(|_| format!("`{v}` is not a port from 1 to 65535"))
+            })
+        })?,
+        dns_servers: r.parse("DnsServers", parse_addr_list)?,
+        max_batched: r.parse("MaxBatchedMessages", |v| parse_num::<u32>(v, 1))?,
+        remote_timeout: r.parse("RemoteTimeout", parse_seconds)?,
+        max_out: r.parse("MaxOutConnections", |v| parse_num::<u32>(v, 1))?,
+        max_out_per_domain: r.parse("MaxOutConnectionsPerDomain", |v| parse_num::<u32>(v, 1))?,
+        tls: r.parse("OutboundTls", parse_tls)?,
+        ca_file: r.parse("OutboundTlsCaFile", |v| {
+            if v.is_empty() {
+                Ok(None)
+            } else {
+                parse_path(base, v).map(Some)
+            }
+        })?,
+        auth_plaintext: r.parse("OutboundAuthAllowPlaintext", parse_bool)?,
+        credentials: credentials(&r)?,
+        retry: r.parse("SmtpRemoteProgressiveRetry", |v| {
+            let list = v
+                .split(',')
+                .map(str::trim)
+                .map(parse_minutes)
+                .collect::<Result<Vec<_>, _>>()?;
+            if list.is_empty() {
+                Err("at least one interval is required".to_string())
+            } else {
+                Ok(list)
+            }
+        })?,
+        delay_expire: r.parse("SmtpRemoteDelayExpireMinutes", parse_minutes)?,
+        ndr_expire: r.parse("SmtpRemoteNDRExpireMinutes", parse_minutes)?,
+        masquerade: r.parse("MasqueradeDomain", |v| {
+            if v.is_empty() {
+                Ok(None)
+            } else {
+                parse_domain(v).map(Some)
+            }
+        })?,
+        send_ndr_to: r.parse("SendNdrTo", parse_mailbox_value)?,
+        pickup_unstuff_dots: r.parse("PickupUnstuffDots", parse_bool)?,
+        pickup_settle: r.parse("PickupSettleTime", parse_millis)?,
+    };
     Ok(VirtualServer {
+        delivery,
+        domains: Vec::new(),
         instance,
         bindings,
         fqdn,
@@ -362,6 +466,176 @@ fn build(
     })
 }
 
+/// `smtpsvc/<n>/domain/<name>` → (n, name); `None` when the section is not a domain section.
+fn domain_section_name(lower: &str) -> Option<(Option<u32>, &str)> {
+    let rest = lower.strip_prefix("smtpsvc/")?;
+    let (n, rest) = rest.split_once('/')?;
+    let name = rest.strip_prefix("domain/")?;
+    Some((n.parse().ok().filter(|n| *n >= 1), name))
+}
+
+fn build_domain(
+    path: &Path,
+    base: &Path,
+    name: &str,
+    s: &ini::Section,
+) -> Result<DomainRoute, ConfigError> {
+    let mut m: HashMap<String, Entry> = HashMap::new();
+    for e in &s.entries {
+        let def = keys::domain_key(&e.key).ok_or_else(|| {
+            ConfigError::at(
+                path,
+                e.line,
+                Some(&e.key),
+                format!("unknown key in [{}]", s.name),
+            )
+        })?;
+        let lower = def.name.to_ascii_lowercase();
+        if let Some(prev) = m.get(&lower) {
+            return Err(ConfigError::at(
+                path,
+                e.line,
+                Some(&e.key),
+                format!("set twice in [{}] (first on line {})", s.name, prev.line),
+            ));
+        }
+        m.insert(lower, e.clone());
+    }
+    let r = Reader {
+        path,
+        section_line: s.line,
+        keys: &m,
+        table: keys::domain_key,
+    };
+    let _ = base;
+    Ok(DomainRoute {
+        pattern: name.to_string(),
+        relay_allowed: r.parse("RelayAllowed", parse_bool)?,
+        smart_host: r.parse("SmartHost", parse_next_hop)?,
+        credentials: credentials(&r)?,
+        tls: r.parse("OutboundTls", |v| {
+            if v.is_empty() {
+                Ok(None)
+            } else {
+                parse_tls(v).map(Some)
+            }
+        })?,
+    })
+}
+
+fn credentials(r: &Reader<'_>) -> Result<Option<Credentials>, ConfigError> {
+    let user = r.raw("RouteUserName").0;
+    let (password, pline, _) = r.raw("RoutePassword");
+    match (user.is_empty(), password.is_empty()) {
+        (true, true) => Ok(None),
+        (false, _) => Ok(Some(Credentials { user, password })),
+        (true, false) => Err(ConfigError::at(
+            r.path,
+            pline,
+            Some("RoutePassword"),
+            "RoutePassword without RouteUserName",
+        )),
+    }
+}
+
+fn parse_tls(v: &str) -> Result<TlsPolicy, String> {
+    match v.to_ascii_lowercase().as_str() {
+        "none" | "0" => Ok(TlsPolicy::None),
+        "opportunistic" => Ok(TlsPolicy::Opportunistic),
+        "required" => Ok(TlsPolicy::Required),
+        "implicit" => Ok(TlsPolicy::Implicit),
+        _ => Err(format!(
+            "`{v}` is not none, opportunistic, required or implicit"
+        )),
+    }
+}
+
+/// `host`, `host:port`, `[a.b.c.d]`, `[a.b.c.d]:port`, `[IPv6]:port`; empty = none.
+pub fn parse_next_hop(v: &str) -> Result<Option<NextHop>, String> {
+    if v.is_empty() {
+        return Ok(None);
+    }
+    let (host, port, literal) = if let Some(r) = v.strip_prefix('[') {
+        let (h, rest) = r
+            .split_once(']')
+            .ok_or_else(|| format!("`{v}`: missing ']'"))?;
+        let h = h.strip_prefix("IPv6:").unwrap_or(h);
+        h.parse::<std::net::IpAddr>()
+            .map_err(|_| format!("`{v}`: `{h}` is not an IP address"))?;
+        let port = match rest {
+            "" => None,
+            p => Some(
+                p.strip_prefix(':')
+                    .ok_or_else(|| format!("`{v}`: expected :port after ']'"))?,
+            ),
+        };
+        (h, port, true)
+    } else {
+        match v.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p), false),
+            None => (v, None, false),
+        }
+    };
+    if !literal && !address::is_valid_domain(host.trim_end_matches('.').as_bytes()) {
+        return Err(format!(
+            "`{host}` is not a host name (write an IP address in brackets: [192.0.2.1])"
+        ));
+    }
+    let port = match port {
+        None => None,
+        Some(p) => Some(
+            p.parse::<u16>()
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| format!("`{p}` is not a port from 1 to 65535"))?,
+        ),
+    };
+    Ok(Some(NextHop {
+        host: host.trim_end_matches('.').to_ascii_lowercase(),
+        port,
+        literal,
+    }))
+}
+
+/// Minutes (IIS), or a number with a unit: `30s`, `2m`, `1h`, `1d`.
+pub fn parse_minutes(v: &str) -> Result<Duration, String> {
+    if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
+        let n: u64 = v.parse().map_err(|_| format!("`{v}` is too large"))?;
+        if n == 0 {
+            return Err("must be more than 0".into());
+        }
+        return Ok(Duration::from_secs(n.saturating_mul(60)));
+    }
+    parse_seconds(v).map_err(|_| format!("`{v}` is not a number of minutes (or 30s, 2m, 1h)"))
+}
+
+fn parse_addr_list(v: &str) -> Result<Vec<SocketAddr>, String> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            p.parse::<SocketAddr>()
+                .or_else(|_| {
+                    p.parse::<std::net::IpAddr>()
+                        .map(|ip| SocketAddr::new(ip, 53))
+                })
+                .map_err(|_| format!("`{p}` is not ip or ip:port"))
+        })
+        .collect()
+}
+
+fn parse_mailbox_value(v: &str) -> Result<Option<String>, String> {
+    if v.is_empty() {
+        return Ok(None);
+    }
+    let m = address::parse_mailbox(v.as_bytes())
+        .map_err(|_| format!("`{v}` is not an email address"))?;
+    if m.domain.is_empty() {
+        return Err(format!("`{v}` needs a domain"));
+    }
+    Ok(Some(m.to_string_lossless()))
+}
+
 fn parse_num<T: std::str::FromStr + PartialOrd + fmt::Display + From<u32>>(
     v: &str,
     min: u32,
@@ -381,6 +655,21 @@ fn parse_bool(v: &str) -> Result<bool, String> {
         "0" | "false" | "no" => Ok(false),
         _ => Err(format!("`{v}` is not 0 or 1")),
     }
+}
+
+/// Milliseconds or a number with a unit (`500ms`, `1s`, `2m`); 0 is allowed.
+fn parse_millis(v: &str) -> Result<Duration, String> {
+    if let Some(ms) = v.strip_suffix("ms") {
+        return ms
+            .trim()
+            .parse::<u64>()
+            .map(Duration::from_millis)
+            .map_err(|_| format!("`{v}` is not a duration (500ms, 1s)"));
+    }
+    if v == "0" {
+        return Ok(Duration::ZERO);
+    }
+    parse_seconds(v)
 }
 
 /// Seconds, or a number with a unit: `30s`, `2m`, `1h`, `1d`.
@@ -555,6 +844,67 @@ mod tests {
                 .starts_with("t.ini:4: ServerBindings: 127.0.0.1:25 overlaps")
         );
         assert!(load("").is_err());
+    }
+
+    #[test]
+    fn delivery_keys_and_domain_sections() {
+        let c = load("[SmtpSvc/1]\nSmartHost = [127.0.0.1]:2626\nSmartHostType = 2\nSmtpRemoteProgressiveRetry = 1s,2s,1\nRouteUserName = u\nRoutePassword = p\n[SmtpSvc/1/Domain/*.Corp.test]\nSmartHost = relay.corp.test:587\nRelayAllowed = 1\n[SmtpSvc/1/Domain/x.corp.test]\nOutboundTls = required\n").unwrap();
+        let vs = &c.servers[0];
+        let d = &vs.delivery;
+        assert_eq!(
+            d.smart_host,
+            Some(NextHop {
+                host: "127.0.0.1".into(),
+                port: Some(2626),
+                literal: true
+            })
+        );
+        assert_eq!(d.smart_host_type, SmartHostType::Always);
+        assert_eq!(
+            d.retry,
+            vec![
+                Duration::from_secs(1),
+                Duration::from_secs(2),
+                Duration::from_secs(60)
+            ]
+        );
+        assert_eq!(d.ndr_expire, Duration::from_secs(2880 * 60));
+        assert_eq!(d.tls, TlsPolicy::Opportunistic);
+        assert_eq!(d.credentials.as_ref().map(|c| c.user.as_str()), Some("u"));
+        assert_eq!(
+            vs.domain_route("x.corp.test").map(|r| r.tls),
+            Some(Some(TlsPolicy::Required))
+        );
+        assert_eq!(
+            vs.domain_route("y.corp.test").map(|r| r.relay_allowed),
+            Some(true)
+        );
+        assert!(vs.domain_route("corp.test").is_none());
+        assert!(vs.domain_route("evilcorp.test").is_none());
+        let e = load("[SmtpSvc/1]\n[SmtpSvc/1/Domain/a.test]\nSmartHostType = 1\n").unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("t.ini:3: SmartHostType: unknown key in [SmtpSvc/1/Domain/a.test]"),
+            "{e}"
+        );
+        let e = load("[SmtpSvc/1]\n[SmtpSvc/2/Domain/a.test]\n").unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("t.ini:2: [SmtpSvc/2/Domain/a.test] belongs to [SmtpSvc/2]"),
+            "{e}"
+        );
+        let e = load("[SmtpSvc/1]\nSmartHost = mail_relay:25\n").unwrap_err();
+        assert!(e.to_string().starts_with("t.ini:2: SmartHost: "), "{e}");
+        let e = load("[SmtpSvc/1]\nOutboundTls = sometimes\n").unwrap_err();
+        assert!(e.to_string().starts_with("t.ini:2: OutboundTls: "), "{e}");
+        assert_eq!(
+            parse_next_hop("smtp.office365.com:587")
+                .unwrap()
+                .unwrap()
+                .port,
+            Some(587)
+        );
+        assert!(parse_next_hop("[::1]:25").unwrap().unwrap().literal);
     }
 
     #[test]

@@ -137,12 +137,26 @@ pub struct VirtualServer {
     pub ip_grant: IpList,
     /// Protocol log.
     pub log: LogSettings,
+    /// Delivery.
+    pub delivery: DeliverySettings,
+    /// Remote domain sections, in file order.
+    pub domains: Vec<DomainRoute>,
 }
 
 impl VirtualServer {
     /// The effective value of every key, in table order, as INI text would write it.
     pub fn effective(&self) -> Vec<(&'static str, String)> {
         let p = |p: &PathBuf| p.display().to_string();
+        fn opt<T: fmt::Display>(v: &Option<T>) -> String {
+            v.as_ref().map(|v| v.to_string()).unwrap_or_default()
+        }
+        fn minutes(d: Duration) -> String {
+            if d.as_secs().is_multiple_of(60) {
+                (d.as_secs() / 60).to_string()
+            } else {
+                format!("{}s", d.as_secs())
+            }
+        }
         let list = |v: &[String]| v.join(", ");
         let bindings = self
             .bindings
@@ -181,7 +195,115 @@ impl VirtualServer {
             ("LogFileDirectory", p(&self.log.directory)),
             ("LogFilePeriod", self.log.period.code().to_string()),
             ("LogFileTruncateSize", self.log.truncate_size.to_string()),
+            ("SmartHost", opt(&self.delivery.smart_host)),
+            (
+                "SmartHostType",
+                match self.delivery.smart_host_type {
+                    SmartHostType::DnsOnly => "0",
+                    SmartHostType::DnsThenSmartHost => "1",
+                    SmartHostType::Always => "2",
+                }
+                .to_string(),
+            ),
+            ("RemoteSmtpPort", self.delivery.remote_port.to_string()),
+            (
+                "DnsServers",
+                self.delivery
+                    .dns_servers
+                    .iter()
+                    .map(|a| a.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ),
+            ("MaxBatchedMessages", self.delivery.max_batched.to_string()),
+            (
+                "RemoteTimeout",
+                self.delivery.remote_timeout.as_secs().to_string(),
+            ),
+            ("MaxOutConnections", self.delivery.max_out.to_string()),
+            (
+                "MaxOutConnectionsPerDomain",
+                self.delivery.max_out_per_domain.to_string(),
+            ),
+            ("OutboundTls", self.delivery.tls.as_str().to_string()),
+            (
+                "OutboundTlsCaFile",
+                self.delivery
+                    .ca_file
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+            ),
+            (
+                "OutboundAuthAllowPlaintext",
+                u8::from(self.delivery.auth_plaintext).to_string(),
+            ),
+            (
+                "RouteUserName",
+                self.delivery
+                    .credentials
+                    .as_ref()
+                    .map(|c| c.user.clone())
+                    .unwrap_or_default(),
+            ),
+            (
+                "RoutePassword",
+                if self.delivery.credentials.is_some() {
+                    "(set)".into()
+                } else {
+                    String::new()
+                },
+            ),
+            (
+                "SmtpRemoteProgressiveRetry",
+                self.delivery
+                    .retry
+                    .iter()
+                    .map(|d| minutes(*d))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+            (
+                "SmtpRemoteDelayExpireMinutes",
+                minutes(self.delivery.delay_expire),
+            ),
+            (
+                "SmtpRemoteNDRExpireMinutes",
+                minutes(self.delivery.ndr_expire),
+            ),
+            (
+                "MasqueradeDomain",
+                self.delivery.masquerade.clone().unwrap_or_default(),
+            ),
+            (
+                "SendNdrTo",
+                self.delivery.send_ndr_to.clone().unwrap_or_default(),
+            ),
+            (
+                "PickupUnstuffDots",
+                u8::from(self.delivery.pickup_unstuff_dots).to_string(),
+            ),
+            (
+                "PickupSettleTime",
+                format!("{}ms", self.delivery.pickup_settle.as_millis()),
+            ),
         ]
+    }
+
+    /// The remote domain section for `domain`: an exact name wins over wildcards, the longest
+    /// wildcard over shorter ones.
+    pub fn domain_route(&self, domain: &str) -> Option<&DomainRoute> {
+        let d = domain.to_ascii_lowercase();
+        self.domains
+            .iter()
+            .filter(|r| r.matches(&d))
+            .max_by_key(|r| {
+                if r.pattern.starts_with("*.") {
+                    r.pattern.len()
+                } else {
+                    usize::MAX
+                }
+            })
     }
 
     /// Whether `domain` (lower case, no trailing dot) is one of ours.
@@ -192,4 +314,156 @@ impl VirtualServer {
                 .iter()
                 .any(|d| d.eq_ignore_ascii_case(domain))
     }
+}
+
+/// A next hop as written in SmartHost: a name (MX/A lookup) or a bracketed IP literal (no DNS).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NextHop {
+    /// Host name or IP address (without brackets).
+    pub host: String,
+    /// Port, when given; otherwise RemoteSmtpPort (or 465 for implicit TLS is NOT assumed).
+    pub port: Option<u16>,
+    /// `[a.b.c.d]`: connect to the address itself, skip DNS.
+    pub literal: bool,
+}
+
+impl fmt::Display for NextHop {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.literal {
+            write!(f, "[{}]", self.host)?;
+        } else {
+            write!(f, "{}", self.host)?;
+        }
+        if let Some(p) = self.port {
+            write!(f, ":{p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// SmartHostType.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmartHostType {
+    /// 0: DNS only.
+    DnsOnly,
+    /// 1: DNS first; the smart host when direct delivery fails temporarily.
+    DnsThenSmartHost,
+    /// 2: always the smart host.
+    Always,
+}
+
+/// OutboundTls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsPolicy {
+    /// Never STARTTLS.
+    None,
+    /// STARTTLS when offered, certificate not verified (as Postfix's `may`).
+    Opportunistic,
+    /// STARTTLS with a verified certificate, or a temporary failure.
+    Required,
+    /// TLS from the first byte (port 465), verified.
+    Implicit,
+}
+
+impl TlsPolicy {
+    /// The INI spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsPolicy::None => "none",
+            TlsPolicy::Opportunistic => "opportunistic",
+            TlsPolicy::Required => "required",
+            TlsPolicy::Implicit => "implicit",
+        }
+    }
+}
+
+/// Outbound AUTH credentials.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// RouteUserName.
+    pub user: String,
+    /// RoutePassword.
+    pub password: String,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Credentials {{ user: {:?}, password: <hidden> }}",
+            self.user
+        )
+    }
+}
+
+/// A `[SmtpSvc/n/Domain/<name>]` remote domain section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainRoute {
+    /// `example.com` or `*.example.com`, lower case.
+    pub pattern: String,
+    /// RelayAllowed: any client may send to this domain.
+    pub relay_allowed: bool,
+    /// SmartHost for this domain.
+    pub smart_host: Option<NextHop>,
+    /// RouteUserName / RoutePassword.
+    pub credentials: Option<Credentials>,
+    /// OutboundTls for this domain.
+    pub tls: Option<TlsPolicy>,
+}
+
+impl DomainRoute {
+    /// Whether `domain` (lower case) matches: exactly, or as a subdomain of a `*.` pattern.
+    pub fn matches(&self, domain: &str) -> bool {
+        match self.pattern.strip_prefix("*.") {
+            Some(base) => {
+                domain.len() > base.len() + 1
+                    && domain.ends_with(base)
+                    && domain.as_bytes()[domain.len() - base.len() - 1] == b'.'
+            }
+            None => self.pattern.eq_ignore_ascii_case(domain),
+        }
+    }
+}
+
+/// How mail leaves: next hops, retries, reports, pickup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliverySettings {
+    /// SmartHost.
+    pub smart_host: Option<NextHop>,
+    /// SmartHostType.
+    pub smart_host_type: SmartHostType,
+    /// RemoteSmtpPort.
+    pub remote_port: u16,
+    /// DnsServers (empty: the system's).
+    pub dns_servers: Vec<SocketAddr>,
+    /// MaxBatchedMessages.
+    pub max_batched: u32,
+    /// RemoteTimeout.
+    pub remote_timeout: Duration,
+    /// MaxOutConnections.
+    pub max_out: u32,
+    /// MaxOutConnectionsPerDomain.
+    pub max_out_per_domain: u32,
+    /// OutboundTls.
+    pub tls: TlsPolicy,
+    /// OutboundTlsCaFile.
+    pub ca_file: Option<PathBuf>,
+    /// OutboundAuthAllowPlaintext.
+    pub auth_plaintext: bool,
+    /// RouteUserName / RoutePassword for the smart host.
+    pub credentials: Option<Credentials>,
+    /// SmtpRemoteProgressiveRetry.
+    pub retry: Vec<Duration>,
+    /// SmtpRemoteDelayExpireMinutes.
+    pub delay_expire: Duration,
+    /// SmtpRemoteNDRExpireMinutes.
+    pub ndr_expire: Duration,
+    /// MasqueradeDomain.
+    pub masquerade: Option<String>,
+    /// SendNdrTo.
+    pub send_ndr_to: Option<String>,
+    /// PickupUnstuffDots.
+    pub pickup_unstuff_dots: bool,
+    /// PickupSettleTime.
+    pub pickup_settle: Duration,
 }

@@ -82,6 +82,129 @@ impl Envelope {
     }
 }
 
+/// Why an envelope block could not be read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockError(pub String);
+
+impl std::fmt::Display for BlockError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "bad envelope block: {}", self.0)
+    }
+}
+
+impl std::error::Error for BlockError {}
+
+impl Envelope {
+    /// Reads the envelope block mailroot wrote at the top of a Queue or Drop file (see [`Envelope::block`]);
+    /// returns it and the offset where the message starts. Recipients come back with `local = false`:
+    /// routing decides again at delivery.
+    pub fn parse_block(file: &[u8]) -> Result<(Envelope, usize), BlockError> {
+        let mut env = Envelope::default();
+        let mut pos = 0;
+        let mut sender_seen = false;
+        loop {
+            let rest = &file[pos..];
+            let Some(lf) = memchr::memchr(b'\n', rest) else {
+                break;
+            };
+            let line = &rest[..lf];
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            let Some(colon) = memchr::memchr(b':', line) else {
+                break;
+            };
+            let name = &line[..colon];
+            let is_sender = name.eq_ignore_ascii_case(b"x-sender");
+            if !is_sender && !name.eq_ignore_ascii_case(b"x-receiver") {
+                break;
+            }
+            let value = std::str::from_utf8(&line[colon + 1..])
+                .map_err(|_| BlockError("not ASCII".into()))?
+                .trim();
+            let (addr, params) = match value.strip_prefix('<') {
+                Some(r) => {
+                    let end = r
+                        .rfind('>')
+                        .ok_or_else(|| BlockError(format!("missing '>' in `{value}`")))?;
+                    (&r[..end], r[end + 1..].trim())
+                }
+                None => (value, ""),
+            };
+            if is_sender {
+                if sender_seen {
+                    return Err(BlockError("two x-sender lines".into()));
+                }
+                sender_seen = true;
+                env.sender = addr.to_string();
+                for p in params.split(' ').filter(|p| !p.is_empty()) {
+                    let (k, v) = p
+                        .split_once('=')
+                        .ok_or_else(|| BlockError(format!("bad parameter `{p}`")))?;
+                    match k.to_ascii_uppercase().as_str() {
+                        "BODY" => {
+                            env.body = Some(match v.to_ascii_uppercase().as_str() {
+                                "7BIT" => Body::SevenBit,
+                                "8BITMIME" => Body::EightBitMime,
+                                "BINARYMIME" => Body::BinaryMime,
+                                _ => return Err(BlockError(format!("bad BODY `{v}`"))),
+                            })
+                        }
+                        "RET" => {
+                            env.ret = Some(match v.to_ascii_uppercase().as_str() {
+                                "FULL" => Ret::Full,
+                                "HDRS" => Ret::Hdrs,
+                                _ => return Err(BlockError(format!("bad RET `{v}`"))),
+                            })
+                        }
+                        "ENVID" => env.envid = Some(v.to_string()),
+                        _ => return Err(BlockError(format!("unknown parameter `{k}`"))),
+                    }
+                }
+            } else {
+                if addr.is_empty() {
+                    return Err(BlockError("empty x-receiver".into()));
+                }
+                let mut r = Recipient {
+                    address: addr.to_string(),
+                    local: false,
+                    notify: None,
+                    orcpt: None,
+                };
+                for p in params.split(' ').filter(|p| !p.is_empty()) {
+                    let (k, v) = p
+                        .split_once('=')
+                        .ok_or_else(|| BlockError(format!("bad parameter `{p}`")))?;
+                    match k.to_ascii_uppercase().as_str() {
+                        "NOTIFY" => {
+                            let mut n = 0;
+                            for item in v.split(',') {
+                                n |= match item.to_ascii_uppercase().as_str() {
+                                    "NEVER" => Notify::NEVER,
+                                    "SUCCESS" => Notify::SUCCESS,
+                                    "FAILURE" => Notify::FAILURE,
+                                    "DELAY" => Notify::DELAY,
+                                    _ => return Err(BlockError(format!("bad NOTIFY `{v}`"))),
+                                };
+                            }
+                            r.notify = Some(Notify(n));
+                        }
+                        "ORCPT" => r.orcpt = Some(v.to_string()),
+                        _ => return Err(BlockError(format!("unknown parameter `{k}`"))),
+                    }
+                }
+                env.recipients.push(r);
+            }
+            pos += lf + 1;
+        }
+        if !sender_seen {
+            return Err(BlockError("no x-sender line".into()));
+        }
+        if env.recipients.is_empty() {
+            return Err(BlockError("no x-receiver line".into()));
+        }
+        Ok((env, pos))
+    }
+}
+
 fn line(s: &mut String, name: &str, addr: &str, params: &str) {
     s.push_str(name);
     s.push_str(": ");
@@ -99,6 +222,50 @@ fn line(s: &mut String, name: &str, addr: &str, params: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn blocks_read_back() {
+        let e = Envelope {
+            sender: "a@b.test".into(),
+            body: Some(Body::EightBitMime),
+            ret: Some(Ret::Hdrs),
+            envid: Some("X1".into()),
+            recipients: vec![
+                Recipient {
+                    address: "r@remote.test".into(),
+                    local: false,
+                    notify: Some(Notify(Notify::FAILURE | Notify::DELAY)),
+                    orcpt: Some("rfc822;r@remote.test".into()),
+                },
+                Recipient {
+                    address: "s@remote.test".into(),
+                    local: false,
+                    notify: None,
+                    orcpt: None,
+                },
+            ],
+        };
+        let mut file = e.block(false);
+        let n = file.len();
+        file.extend_from_slice(b"Received: x\r\n\r\nbody\r\n");
+        let (back, off) = Envelope::parse_block(&file).unwrap();
+        assert_eq!(back, e);
+        assert_eq!(off, n);
+        let null = Envelope {
+            recipients: vec![Recipient {
+                address: "u@x.test".into(),
+                local: false,
+                notify: None,
+                orcpt: None,
+            }],
+            ..Default::default()
+        };
+        let (back, _) = Envelope::parse_block(&null.block(false)).unwrap();
+        assert_eq!(back.sender, "");
+        assert!(Envelope::parse_block(b"Subject: x\r\n").is_err());
+        assert!(Envelope::parse_block(b"x-sender: a@b\r\n\r\n").is_err());
+        assert!(Envelope::parse_block(b"x-sender: <a@b> FOO=1\r\nx-receiver: c@d\r\n").is_err());
+    }
 
     #[test]
     fn drop_and_queue_blocks() {

@@ -16,6 +16,15 @@ pub fn next() -> String {
     format!("{micros:013X}{pid:04X}{seq:06X}")
 }
 
+/// When the message with identifier `id` arrived (from its first 13 digits).
+pub fn arrival(id: &str) -> Option<SystemTime> {
+    if !is_id(id) {
+        return None;
+    }
+    let micros = u64::from_str_radix(&id[..13], 16).ok()?;
+    Some(SystemTime::UNIX_EPOCH + std::time::Duration::from_micros(micros))
+}
+
 /// Whether `name` (a file stem) has the shape of an identifier.
 pub fn is_id(name: &str) -> bool {
     name.len() == 23
@@ -36,5 +45,9 @@ mod tests {
         assert_ne!(a, b);
         assert!(a < b || a[..13] == b[..13]);
         assert!(!is_id("../etc/passwd"));
+        let age = SystemTime::now()
+            .duration_since(arrival(&a).unwrap())
+            .unwrap_or_default();
+        assert!(age.as_secs() < 60);
     }
 }

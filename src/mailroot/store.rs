@@ -68,6 +68,9 @@ pub struct Store {
     sort_temp: PathBuf,
     queue: PathBuf,
     drop: PathBuf,
+    badmail: PathBuf,
+    /// Told the identifier of every message committed into Queue (the delivery scheduler).
+    notify: Option<crossbeam_channel::Sender<String>>,
 }
 
 impl Store {
@@ -86,7 +89,126 @@ impl Store {
             sort_temp: dirs.sort_temp.clone(),
             queue: dirs.queue.clone(),
             drop: dirs.drop.clone(),
+            badmail: dirs.badmail.clone(),
+            notify: None,
         })
+    }
+
+    /// The same store, telling `tx` about every message committed into Queue.
+    pub fn with_notify(mut self, tx: crossbeam_channel::Sender<String>) -> Store {
+        self.notify = Some(tx);
+        self
+    }
+
+    /// The Queue folder.
+    pub fn queue_dir(&self) -> &Path {
+        &self.queue
+    }
+
+    /// `Queue/<id>.eml`
+    pub fn queue_file(&self, id: &str) -> PathBuf {
+        self.queue.join(format!("{id}.eml"))
+    }
+
+    /// Commits a complete message held in memory (pickup files, reports) the same way as SMTP mail.
+    pub fn commit_message(
+        &self,
+        id: &str,
+        parts: Vec<(Folder, Vec<u8>)>,
+        trace: &[u8],
+        message: &[u8],
+    ) -> Result<Vec<PathBuf>, StoreError> {
+        let mut spool = self.begin(id, parts, trace)?;
+        spool.write(message);
+        spool.commit()
+    }
+
+    /// Identifiers of the messages in Queue (files `<id>.eml`), sorted (= arrival order).
+    pub fn queued_ids(&self) -> Result<Vec<String>, StoreError> {
+        let mut ids = Vec::new();
+        for entry in fs::read_dir(&self.queue).map_err(err("list", &self.queue))? {
+            let entry = entry.map_err(err("list", &self.queue))?;
+            if let Some(stem) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.strip_suffix(".eml"))
+                && super::id::is_id(stem)
+            {
+                ids.push(stem.to_string());
+            }
+        }
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// Reads `Queue/<id>.sta`, if there is one.
+    pub fn read_state(&self, id: &str) -> Result<Option<String>, StoreError> {
+        let p = self.queue.join(format!("{id}.sta"));
+        match fs::read_to_string(&p) {
+            Ok(s) => Ok(Some(s)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError {
+                op: "read",
+                path: p,
+                source: e,
+            }),
+        }
+    }
+
+    /// Replaces `Queue/<id>.sta` durably (temporary file, fsync, rename, fsync the folder).
+    pub fn write_state(&self, id: &str, text: &str) -> Result<(), StoreError> {
+        let temp = self.sort_temp.join(format!("{id}.sta.tmp"));
+        write_synced(&temp, text.as_bytes())?;
+        let dest = self.queue.join(format!("{id}.sta"));
+        if let Err(e) = fs::rename(&temp, &dest) {
+            let _ = fs::remove_file(&temp);
+            return Err(StoreError {
+                op: "rename into",
+                path: dest,
+                source: e,
+            });
+        }
+        crate::os::sync_dir(&self.queue).map_err(err("fsync folder", &self.queue))
+    }
+
+    /// Removes a message that is completely dealt with from Queue (its file and its state), durably.
+    pub fn finish(&self, id: &str) -> Result<(), StoreError> {
+        for ext in ["eml", "sta"] {
+            let p = self.queue.join(format!("{id}.{ext}"));
+            match fs::remove_file(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(StoreError {
+                        op: "remove",
+                        path: p,
+                        source: e,
+                    });
+                }
+            }
+        }
+        crate::os::sync_dir(&self.queue).map_err(err("fsync folder", &self.queue))
+    }
+
+    /// Writes `Badmail/<id>.bad` (the message) and `Badmail/<id>.bdr` (the reason) durably.
+    pub fn badmail(&self, id: &str, bad: &[u8], bdr: &str) -> Result<PathBuf, StoreError> {
+        let mut done = Vec::new();
+        for (ext, bytes) in [("bdr", bdr.as_bytes()), ("bad", bad)] {
+            let temp = self.sort_temp.join(format!("{id}.{ext}.tmp"));
+            write_synced(&temp, bytes)?;
+            let dest = self.badmail.join(format!("{id}.{ext}"));
+            if let Err(e) = fs::rename(&temp, &dest) {
+                let _ = fs::remove_file(&temp);
+                return Err(StoreError {
+                    op: "rename into",
+                    path: dest,
+                    source: e,
+                });
+            }
+            done.push(dest);
+        }
+        crate::os::sync_dir(&self.badmail).map_err(err("fsync folder", &self.badmail))?;
+        Ok(done.pop().unwrap_or_default())
     }
 
     /// Removes what a crash left in SortTemp (files that never got their 250). Returns how many.
@@ -243,8 +365,32 @@ impl Spool {
         }
         self.written.clear();
         self.temp = PathBuf::new();
+        if let Some(tx) = &self.store.notify
+            && self.parts.iter().any(|(f, _)| *f == Folder::Queue)
+        {
+            let _ = tx.send(self.id.clone());
+        }
         Ok(finals)
     }
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .map_err(err("create", path))?;
+    let r = f.write_all(bytes).and_then(|_| f.sync_data());
+    if let Err(e) = r {
+        let _ = fs::remove_file(path);
+        return Err(StoreError {
+            op: "write",
+            path: path.to_path_buf(),
+            source: e,
+        });
+    }
+    Ok(())
 }
 
 fn copy_part(src: &Path, from: u64, block: &[u8], to: &Path) -> Result<(), StoreError> {

@@ -10,37 +10,37 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
-use crate::server::connection::Buffers;
-
 /// How long an extra thread waits for work before it ends.
 const IDLE: Duration = Duration::from_secs(60);
 /// Stack size of a session thread: sessions keep their buffers on the heap.
 const STACK: usize = 256 * 1024;
 
-type Handler<J> = dyn Fn(J, &mut Buffers) + Send + Sync;
+type Handler<J, S> = dyn Fn(J, &mut S) + Send + Sync;
 
-struct Inner<J> {
+struct Inner<J, S> {
     rx: Receiver<J>,
     idle: AtomicUsize,
     threads: AtomicUsize,
     min: usize,
     max: usize,
-    handler: Box<Handler<J>>,
+    name: &'static str,
+    handler: Box<Handler<J, S>>,
 }
 
 /// The pool; dropping it lets the threads finish their current job and end.
-pub struct Pool<J: Send + 'static> {
+pub struct Pool<J: Send + 'static, S: Default + 'static> {
     tx: Sender<J>,
-    inner: Arc<Inner<J>>,
+    inner: Arc<Inner<J, S>>,
 }
 
-impl<J: Send + 'static> Pool<J> {
+impl<J: Send + 'static, S: Default + 'static> Pool<J, S> {
     /// A pool running `handler` for each job, with `min` threads started now and at most `max`.
     pub fn new(
+        name: &'static str,
         min: usize,
         max: usize,
-        handler: impl Fn(J, &mut Buffers) + Send + Sync + 'static,
-    ) -> Pool<J> {
+        handler: impl Fn(J, &mut S) + Send + Sync + 'static,
+    ) -> Pool<J, S> {
         let (tx, rx) = crossbeam_channel::unbounded();
         let inner = Arc::new(Inner {
             rx,
@@ -48,6 +48,7 @@ impl<J: Send + 'static> Pool<J> {
             threads: AtomicUsize::new(0),
             min,
             max: max.max(1),
+            name,
             handler: Box::new(handler),
         });
         for _ in 0..min.min(max) {
@@ -78,14 +79,14 @@ impl<J: Send + 'static> Pool<J> {
 }
 
 /// Starts a thread, counted idle (waiting for work) or busy (started for a job just submitted).
-fn spawn<J: Send + 'static>(inner: &Arc<Inner<J>>, idle: bool) {
+fn spawn<J: Send + 'static, S: Default + 'static>(inner: &Arc<Inner<J, S>>, idle: bool) {
     inner.threads.fetch_add(1, Ordering::AcqRel);
     if idle {
         inner.idle.fetch_add(1, Ordering::AcqRel);
     }
     let me = Arc::clone(inner);
     let started = thread::Builder::new()
-        .name("smtp-session".into())
+        .name(inner.name.into())
         .stack_size(STACK)
         .spawn(move || worker(me));
     if let Err(e) = started {
@@ -93,23 +94,23 @@ fn spawn<J: Send + 'static>(inner: &Arc<Inner<J>>, idle: bool) {
         if idle {
             inner.idle.fetch_sub(1, Ordering::AcqRel);
         }
-        log::error!("cannot start a session thread: {e}");
+        log::error!("cannot start a {} thread: {e}", inner.name);
     }
 }
 
-fn worker<J>(inner: Arc<Inner<J>>) {
-    let mut bufs = Buffers::default();
+fn worker<J, S: Default>(inner: Arc<Inner<J, S>>) {
+    let mut bufs = S::default();
     loop {
         match inner.rx.recv_timeout(IDLE) {
             Ok(job) => {
                 // The submitter already took this thread off the idle count.
-                // A panic in one session must not take the thread's accounting with it.
+                // A panic in one job must not take the thread's accounting with it.
                 let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     (inner.handler)(job, &mut bufs)
                 }));
                 if r.is_err() {
-                    log::error!("a session thread panicked; the session was closed");
-                    bufs = Buffers::default();
+                    log::error!("a {} thread panicked; its job was abandoned", inner.name);
+                    bufs = S::default();
                 }
                 inner.idle.fetch_add(1, Ordering::AcqRel);
             }
@@ -139,7 +140,7 @@ mod tests {
     fn runs_jobs_concurrently_and_grows() {
         let (done_tx, done_rx) = mpsc::channel();
         let (go_tx, go_rx) = crossbeam_channel::unbounded::<()>();
-        let pool = Pool::new(1, 4, move |n: u32, _b: &mut Buffers| {
+        let pool = Pool::new("test", 1, 4, move |n: u32, _b: &mut ()| {
             let _ = go_rx.recv_timeout(Duration::from_secs(5));
             let _ = done_tx.send(n);
         });

@@ -25,6 +25,11 @@ pub fn decide(vs: &VirtualServer, client_may_relay: bool, to: &Mailbox<'_>) -> D
         return Decision::Local;
     }
     let local = !to.is_literal() && vs.is_local_domain(to.domain);
+    // IIS "Allow incoming mail to be relayed to this domain": anyone may send to it.
+    let client_may_relay = client_may_relay
+        || (!local
+            && !to.is_literal()
+            && vs.domain_route(to.domain).is_some_and(|r| r.relay_allowed));
     match (local, client_may_relay) {
         (_, true) if !local => Decision::Relay,
         (true, true) => Decision::Local,
@@ -59,6 +64,25 @@ mod tests {
         assert_eq!(d(false, "u@remote.test"), Decision::Denied);
         assert_eq!(d(true, "u@remote.test"), Decision::Relay);
         assert_eq!(d(true, "u@local.test"), Decision::Local);
+    }
+
+    #[test]
+    fn relay_allowed_domains_take_mail_from_anyone() {
+        let mut vs = test_server();
+        vs.domains.push(crate::config::DomainRoute {
+            pattern: "*.partner.test".into(),
+            relay_allowed: true,
+            smart_host: None,
+            credentials: None,
+            tls: None,
+        });
+        let m = |a: &'static str| parse_mailbox(a.as_bytes()).unwrap();
+        assert_eq!(decide(&vs, false, &m("u@mx.partner.test")), Decision::Relay);
+        assert_eq!(decide(&vs, false, &m("u@partner.test")), Decision::Denied);
+        assert_eq!(
+            decide(&vs, false, &m("u@evilpartner.test")),
+            Decision::Denied
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::config::{Config, VirtualServer};
+use crate::delivery::engine::Service;
 use crate::logging::w3c::{self, Logger};
 use crate::mailroot::store::{Store, StoreError};
 use crate::net::listener::{Acceptor, Bound};
@@ -31,6 +32,8 @@ pub enum StartError {
     },
     /// Anything else at start-up (poll, threads).
     Io(std::io::Error),
+    /// The delivery side could not start (DNS configuration, TLS trust roots).
+    Delivery(String),
 }
 
 impl fmt::Display for StartError {
@@ -39,6 +42,7 @@ impl fmt::Display for StartError {
             StartError::Store(e) => write!(f, "{e}"),
             StartError::Bind { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
             StartError::Io(e) => write!(f, "{e}"),
+            StartError::Delivery(e) => write!(f, "delivery: {e}"),
         }
     }
 }
@@ -114,12 +118,14 @@ pub struct Server {
     acceptor: Option<JoinHandle<()>>,
     log_thread: Option<JoinHandle<()>>,
     bound: Vec<(u32, SocketAddr)>,
+    services: Vec<Service>,
 }
 
 impl Server {
     /// Opens the mailroots (cleaning SortTemp), starts the protocol log, binds and starts accepting.
     pub fn start(config: &Config) -> Result<Server, StartError> {
         let mut instances = Vec::new();
+        let mut services: Vec<(std::path::PathBuf, Store, Service)> = Vec::new();
         for vs in &config.servers {
             let store = Store::open(&vs.dirs).map_err(StartError::Store)?;
             let cleaned = store.clean_sort_temp().map_err(StartError::Store)?;
@@ -130,6 +136,17 @@ impl Server {
                     vs.dirs.sort_temp.display()
                 );
             }
+            // One delivery service per Queue folder; virtual servers sharing a mailroot share it (the
+            // first one's delivery settings apply).
+            let store = match services.iter().find(|(q, _, _)| *q == vs.dirs.queue) {
+                Some((_, s, _)) => s.clone(),
+                None => {
+                    let (service, s) =
+                        Service::start(vs.clone(), store).map_err(StartError::Delivery)?;
+                    services.push((vs.dirs.queue.clone(), s.clone(), service));
+                    s
+                }
+            };
             instances.push(Arc::new(Instance {
                 vs: vs.clone(),
                 store,
@@ -152,7 +169,8 @@ impl Server {
             .map(|i| i.vs.max_connections as usize)
             .sum();
         let pool_shared = shared.clone();
-        let pool = Pool::new(
+        let pool = Pool::<Job, connection::Buffers>::new(
+            "smtp-session",
             2,
             max_threads,
             move |job: Job, bufs: &mut connection::Buffers| {
@@ -174,6 +192,7 @@ impl Server {
             acceptor: Some(handle),
             log_thread,
             bound,
+            services: services.into_iter().map(|(_, _, s)| s).collect(),
         })
     }
 
@@ -207,6 +226,9 @@ impl Server {
             std::thread::sleep(Duration::from_millis(20));
         }
         let left = self.active_sessions();
+        for s in self.services.drain(..) {
+            s.stop();
+        }
         // The log thread ends when the last Logger clone is gone; sessions still open hold one, so
         // only wait for it when they are all done.
         let shared = self.shared;

@@ -2,6 +2,7 @@
 //! machine, the DATA terminator scanner, the header inspector and the trace header.
 
 pub mod address;
+pub mod base64;
 pub mod command;
 pub mod data;
 pub mod headers;

@@ -2,6 +2,8 @@
 //! temporary mailroot, and speaks SMTP to it over real sockets. Every wait is bounded.
 #![allow(dead_code)]
 
+pub mod dns;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};

@@ -1,0 +1,681 @@
+//! The outbound SMTP client: one connection to one next hop, blocking, with a deadline on every reply.
+//! EHLO (HELO as a fallback), STARTTLS by policy, AUTH PLAIN or LOGIN, then transactions: MAIL with
+//! SIZE/BODY/DSN parameters as the server offers them, RCPTs, DATA with dot-stuffing and CRLF line
+//! endings enforced (a bare CR or LF is never sent), pipelined when the server offers PIPELINING.
+//! Replies are read through `reply::parse`, which bounds what a hostile server can make us buffer.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection, StreamOwned};
+
+use super::reply::{self, Reply};
+use super::tls::ClientTls;
+use crate::config::{Credentials, TlsPolicy};
+use crate::smtp::base64;
+use crate::smtp::command::{Body, Notify, Ret};
+
+/// What one recipient's delivery attempt came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The next hop accepted the message for this recipient (its final reply).
+    Delivered(String),
+    /// Permanently refused (5xx), or impossible (the rule that refuses 8-bit data, the size limit).
+    Failed(String),
+    /// Try again later (4xx, or the connection failed).
+    Deferred(String),
+}
+
+/// The message as the client sends it.
+#[derive(Debug, Clone, Copy)]
+pub struct OutMessage<'a> {
+    /// MAIL FROM (empty for `<>`), already masqueraded.
+    pub sender: &'a str,
+    /// BODY= of the original transaction.
+    pub body: Option<Body>,
+    /// RET=
+    pub ret: Option<Ret>,
+    /// ENVID=
+    pub envid: Option<&'a str>,
+    /// The message (headers and body), without our envelope block.
+    pub data: &'a [u8],
+    /// Whether `data` has any octet over 127.
+    pub eight_bit: bool,
+}
+
+/// One recipient as the client sends it.
+#[derive(Debug, Clone, Copy)]
+pub struct Rcpt<'a> {
+    /// The address.
+    pub address: &'a str,
+    /// NOTIFY=
+    pub notify: Option<Notify>,
+    /// ORCPT=
+    pub orcpt: Option<&'a str>,
+}
+
+/// How to talk to the next hop.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Our name for EHLO.
+    pub helo: String,
+    /// RemoteTimeout: for connecting and for each reply.
+    pub timeout: Duration,
+    /// OutboundTls for this hop.
+    pub tls: TlsPolicy,
+    /// The rustls configurations.
+    pub tls_configs: ClientTls,
+    /// AUTH credentials, if any.
+    pub credentials: Option<Credentials>,
+    /// OutboundAuthAllowPlaintext.
+    pub auth_plaintext: bool,
+}
+
+/// Why a connection could not be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectError {
+    /// One line for logs, the state file and reports.
+    pub reason: String,
+    /// A 5xx greeting or EHLO: the host refuses mail for good (another host may still take it).
+    pub permanent: bool,
+}
+
+impl ConnectError {
+    fn temp(reason: impl Into<String>) -> ConnectError {
+        ConnectError {
+            reason: reason.into(),
+            permanent: false,
+        }
+    }
+}
+
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
+    }
+}
+
+/// An open, greeted (and possibly encrypted and authenticated) connection.
+pub struct Connection {
+    stream: Stream,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    caps: Option<Reply>,
+    /// The host name the connection was made for (MX name, smart host, or address).
+    pub host: String,
+    /// The address connected to.
+    pub addr: SocketAddr,
+    /// The negotiated TLS version and cipher suite, when encrypted.
+    pub tls: Option<String>,
+    /// Messages sent on this connection.
+    pub sent: u32,
+}
+
+const BUF: usize = 16 * 1024;
+
+fn tls_wrap(
+    config: Arc<ClientConfig>,
+    host: &str,
+    tcp: TcpStream,
+) -> Result<StreamOwned<ClientConnection, TcpStream>, ConnectError> {
+    let name = ServerName::try_from(host.to_string())
+        .map_err(|_| ConnectError::temp(format!("TLS: `{host}` is not a valid server name")))?;
+    let conn =
+        ClientConnection::new(config, name).map_err(|e| ConnectError::temp(format!("TLS: {e}")))?;
+    let mut s = StreamOwned::new(conn, tcp);
+    // Drive the handshake now so certificate errors show up here, not at the first command.
+    while s.conn.is_handshaking() {
+        s.conn
+            .complete_io(&mut s.sock)
+            .map_err(|e| ConnectError::temp(format!("TLS handshake with {host} failed: {e}")))?;
+    }
+    Ok(s)
+}
+
+fn describe(c: &ClientConnection) -> String {
+    let v = c
+        .protocol_version()
+        .map(|v| format!("{v:?}"))
+        .unwrap_or_default();
+    let s = c
+        .negotiated_cipher_suite()
+        .map(|s| format!("{:?}", s.suite()))
+        .unwrap_or_default();
+    format!("{v} {s}").trim().to_string()
+}
+
+impl Connection {
+    /// Connects to `addr` (named `host`), reads the greeting, says EHLO, and does STARTTLS and AUTH
+    /// as `settings` require.
+    pub fn open(
+        addr: SocketAddr,
+        host: &str,
+        settings: &Settings,
+    ) -> Result<Connection, ConnectError> {
+        let tcp = TcpStream::connect_timeout(&addr, settings.timeout).map_err(|e| {
+            ConnectError::temp(format!("cannot connect to {host} [{}]: {e}", addr.ip()))
+        })?;
+        let _ = tcp.set_read_timeout(Some(settings.timeout));
+        let _ = tcp.set_write_timeout(Some(settings.timeout));
+        let _ = tcp.set_nodelay(true);
+        let (stream, tls) = if settings.tls == TlsPolicy::Implicit {
+            let s = tls_wrap(settings.tls_configs.verified.clone(), host, tcp)?;
+            let d = describe(&s.conn);
+            (Stream::Tls(Box::new(s)), Some(d))
+        } else {
+            (Stream::Plain(tcp), None)
+        };
+        let mut c = Connection {
+            stream,
+            buf: vec![0; BUF],
+            start: 0,
+            end: 0,
+            caps: None,
+            host: host.to_string(),
+            addr,
+            tls,
+            sent: 0,
+        };
+        let greeting = c.read_reply().map_err(ConnectError::temp)?;
+        if greeting.code != 220 {
+            return Err(ConnectError {
+                reason: format!("{host} greeted with {}", greeting.one_line()),
+                permanent: greeting.is_permanent(),
+            });
+        }
+        c.hello(settings)?;
+        let offers_tls = c.caps.as_ref().is_some_and(|r| r.has_keyword("STARTTLS"));
+        match settings.tls {
+            TlsPolicy::Opportunistic | TlsPolicy::Required if c.tls.is_none() && offers_tls => {
+                let config = if settings.tls == TlsPolicy::Required {
+                    settings.tls_configs.verified.clone()
+                } else {
+                    settings.tls_configs.unverified.clone()
+                };
+                c = c.starttls(config, settings)?;
+            }
+            TlsPolicy::Required if c.tls.is_none() => {
+                return Err(ConnectError::temp(format!(
+                    "{host} does not offer STARTTLS and OutboundTls is required"
+                )));
+            }
+            _ => {}
+        }
+        if let Some(cred) = &settings.credentials {
+            c.auth(cred, settings)?;
+        }
+        Ok(c)
+    }
+
+    fn hello(&mut self, settings: &Settings) -> Result<(), ConnectError> {
+        let r = self
+            .command(&format!("EHLO {}", settings.helo))
+            .map_err(ConnectError::temp)?;
+        if r.code == 250 {
+            self.caps = Some(r);
+            return Ok(());
+        }
+        let h = self
+            .command(&format!("HELO {}", settings.helo))
+            .map_err(ConnectError::temp)?;
+        if h.code == 250 {
+            self.caps = None;
+            return Ok(());
+        }
+        Err(ConnectError {
+            reason: format!("{} refused HELO: {}", self.host, h.one_line()),
+            permanent: h.is_permanent(),
+        })
+    }
+
+    fn starttls(
+        mut self,
+        config: Arc<ClientConfig>,
+        settings: &Settings,
+    ) -> Result<Connection, ConnectError> {
+        let r = self.command("STARTTLS").map_err(ConnectError::temp)?;
+        if r.code != 220 {
+            if settings.tls == TlsPolicy::Required {
+                return Err(ConnectError::temp(format!(
+                    "{} refused STARTTLS: {}",
+                    self.host,
+                    r.one_line()
+                )));
+            }
+            return Ok(self);
+        }
+        // Anything the server sent after its 220 arrived in plaintext and would be read as if it came
+        // through TLS: a response injection. Refuse to go on.
+        if self.start != self.end {
+            return Err(ConnectError::temp(format!(
+                "{} sent data after its STARTTLS reply (response injection); connection dropped",
+                self.host
+            )));
+        }
+        let Stream::Plain(tcp) = self.stream else {
+            return Err(ConnectError::temp("STARTTLS inside TLS"));
+        };
+        let s = tls_wrap(config, &self.host, tcp)?;
+        let d = describe(&s.conn);
+        let mut c = Connection {
+            stream: Stream::Tls(Box::new(s)),
+            buf: self.buf,
+            start: 0,
+            end: 0,
+            caps: None,
+            host: self.host,
+            addr: self.addr,
+            tls: Some(d),
+            sent: 0,
+        };
+        c.hello(settings)?;
+        Ok(c)
+    }
+
+    fn auth(&mut self, cred: &Credentials, settings: &Settings) -> Result<(), ConnectError> {
+        if self.tls.is_none() && !settings.auth_plaintext {
+            return Err(ConnectError::temp(format!(
+                "will not send credentials to {} without TLS (OutboundAuthAllowPlaintext = 0)",
+                self.host
+            )));
+        }
+        let mechs = self
+            .caps
+            .as_ref()
+            .and_then(|r| r.keyword_args("AUTH"))
+            .unwrap_or("")
+            .to_ascii_uppercase();
+        let has = |m: &str| mechs.split(' ').any(|x| x == m);
+        let r = if has("PLAIN") {
+            let token = base64::encode(format!("\0{}\0{}", cred.user, cred.password).as_bytes());
+            self.command(&format!("AUTH PLAIN {token}"))
+                .map_err(ConnectError::temp)?
+        } else if has("LOGIN") {
+            let r = self.command("AUTH LOGIN").map_err(ConnectError::temp)?;
+            if r.code != 334 {
+                return Err(ConnectError::temp(format!(
+                    "AUTH LOGIN at {}: {}",
+                    self.host,
+                    r.one_line()
+                )));
+            }
+            let r = self
+                .command(&base64::encode(cred.user.as_bytes()))
+                .map_err(ConnectError::temp)?;
+            if r.code != 334 {
+                return Err(ConnectError::temp(format!(
+                    "AUTH LOGIN at {}: {}",
+                    self.host,
+                    r.one_line()
+                )));
+            }
+            self.command(&base64::encode(cred.password.as_bytes()))
+                .map_err(ConnectError::temp)?
+        } else {
+            return Err(ConnectError::temp(format!(
+                "{} offers neither AUTH PLAIN nor AUTH LOGIN",
+                self.host
+            )));
+        };
+        if r.code != 235 {
+            // Wrong credentials are a configuration problem: keep the mail and retry, as Postfix does.
+            return Err(ConnectError::temp(format!(
+                "authentication as {} at {} failed: {}",
+                cred.user,
+                self.host,
+                r.one_line()
+            )));
+        }
+        Ok(())
+    }
+
+    fn read_reply(&mut self) -> Result<Reply, String> {
+        loop {
+            match reply::parse(&self.buf[self.start..self.end]) {
+                reply::Parse::Complete(r, n) => {
+                    self.start += n;
+                    if self.start == self.end {
+                        self.start = 0;
+                        self.end = 0;
+                    }
+                    return Ok(r);
+                }
+                reply::Parse::Invalid(why) => return Err(format!("{}: {why}", self.host)),
+                reply::Parse::Partial => {}
+            }
+            if self.end == self.buf.len() {
+                if self.start == 0 {
+                    return Err(format!("{}: reply too long", self.host));
+                }
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            }
+            match self.stream.read(&mut self.buf[self.end..]) {
+                Ok(0) => return Err(format!("{} closed the connection", self.host)),
+                Ok(n) => self.end += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Err(format!("{} did not answer in time", self.host));
+                }
+                Err(e) => return Err(format!("reading from {}: {e}", self.host)),
+            }
+        }
+    }
+
+    fn write_all(&mut self, bytes: &[u8]) -> Result<(), String> {
+        self.stream
+            .write_all(bytes)
+            .and_then(|_| self.stream.flush())
+            .map_err(|e| format!("writing to {}: {e}", self.host))
+    }
+
+    fn command(&mut self, line: &str) -> Result<Reply, String> {
+        self.write_all(format!("{line}\r\n").as_bytes())?;
+        self.read_reply()
+    }
+
+    fn cap(&self, k: &str) -> bool {
+        self.caps.as_ref().is_some_and(|r| r.has_keyword(k))
+    }
+
+    /// The next hop's SIZE limit (0 = none announced).
+    pub fn size_limit(&self) -> u64 {
+        self.caps
+            .as_ref()
+            .and_then(|r| r.keyword_args("SIZE"))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Sends one message to `rcpts` (at most the caller's MaxRecipients). `Err` means the connection
+    /// failed part way: the caller defers every recipient of this transaction and drops the connection.
+    pub fn send(
+        &mut self,
+        msg: &OutMessage<'_>,
+        rcpts: &[Rcpt<'_>],
+    ) -> Result<Vec<Outcome>, String> {
+        let all = |o: Outcome| vec![o; rcpts.len()];
+        let limit = self.size_limit();
+        if limit > 0 && msg.data.len() as u64 > limit {
+            return Ok(all(Outcome::Failed(format!(
+                "552 5.3.4 Message size exceeds the limit of {} ({limit} bytes)",
+                self.host
+            ))));
+        }
+        let binary = msg.body == Some(Body::BinaryMime);
+        if binary && !(self.cap("BINARYMIME") && self.cap("CHUNKING")) {
+            return Ok(all(Outcome::Failed(format!(
+                "554 5.6.3 {} does not accept binary (BINARYMIME) messages; conversion is not supported",
+                self.host
+            ))));
+        }
+        if msg.eight_bit && !binary && !self.cap("8BITMIME") {
+            return Ok(all(Outcome::Failed(format!(
+                "554 5.6.3 {} does not accept 8-bit messages (no 8BITMIME); conversion is not supported",
+                self.host
+            ))));
+        }
+        let dsn = self.cap("DSN");
+        let mut mail = format!("MAIL FROM:<{}>", msg.sender);
+        if self.cap("SIZE") {
+            mail.push_str(&format!(" SIZE={}", msg.data.len()));
+        }
+        if binary {
+            mail.push_str(" BODY=BINARYMIME");
+        } else if (msg.eight_bit || msg.body == Some(Body::EightBitMime)) && self.cap("8BITMIME") {
+            mail.push_str(" BODY=8BITMIME");
+        }
+        if dsn {
+            match msg.ret {
+                Some(Ret::Full) => mail.push_str(" RET=FULL"),
+                Some(Ret::Hdrs) => mail.push_str(" RET=HDRS"),
+                None => {}
+            }
+            if let Some(e) = msg.envid {
+                mail.push_str(&format!(" ENVID={e}"));
+            }
+        }
+        let rcpt_lines: Vec<String> = rcpts
+            .iter()
+            .map(|r| {
+                let mut l = format!("RCPT TO:<{}>", r.address);
+                if dsn {
+                    if let Some(n) = r.notify {
+                        l.push_str(&format!(" NOTIFY={}", n.as_param()));
+                    }
+                    if let Some(o) = r.orcpt {
+                        l.push_str(&format!(" ORCPT={o}"));
+                    }
+                }
+                l
+            })
+            .collect();
+
+        let pipelining = self.cap("PIPELINING");
+        let mut out = Vec::with_capacity(64 * (rcpts.len() + 2));
+        let (mail_reply, rcpt_replies, data_reply) = if pipelining {
+            out.extend_from_slice(mail.as_bytes());
+            out.extend_from_slice(b"\r\n");
+            for l in &rcpt_lines {
+                out.extend_from_slice(l.as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
+            if !binary {
+                out.extend_from_slice(b"DATA\r\n");
+            }
+            self.write_all(&out)?;
+            let m = self.read_reply()?;
+            let mut rr = Vec::with_capacity(rcpts.len());
+            for _ in rcpts {
+                rr.push(self.read_reply()?);
+            }
+            let d = if binary {
+                None
+            } else {
+                Some(self.read_reply()?)
+            };
+            (m, rr, d)
+        } else {
+            let m = self.command(&mail)?;
+            let mut rr = Vec::with_capacity(rcpts.len());
+            if m.is_positive() {
+                for l in &rcpt_lines {
+                    rr.push(self.command(l)?);
+                }
+            }
+            let any = rr.iter().any(Reply::is_positive);
+            let d = if any && !binary {
+                Some(self.command("DATA")?)
+            } else {
+                None
+            };
+            (m, rr, d)
+        };
+
+        if !mail_reply.is_positive() {
+            if data_reply.as_ref().is_some_and(|d| d.code == 354) {
+                // Should not happen (DATA after a refused MAIL), but keep the session in step.
+                self.write_all(b".\r\n")?;
+                self.read_reply()?;
+            }
+            self.reset()?;
+            return Ok(all(classify(&mail_reply)));
+        }
+        let mut outcomes: Vec<Option<Outcome>> = rcpt_replies
+            .iter()
+            .map(|r| {
+                if r.is_positive() {
+                    None
+                } else {
+                    Some(classify(r))
+                }
+            })
+            .collect();
+        outcomes.resize(rcpts.len(), None);
+        let accepted = outcomes.iter().filter(|o| o.is_none()).count();
+        let final_reply = if accepted == 0 {
+            if data_reply.as_ref().is_some_and(|d| d.code == 354) {
+                // A server that accepted DATA with no recipient: end the (empty) message.
+                self.write_all(b".\r\n")?;
+                self.read_reply()?;
+            }
+            self.reset()?;
+            None
+        } else if binary {
+            let mut chunk = format!("BDAT {} LAST\r\n", msg.data.len()).into_bytes();
+            chunk.extend_from_slice(msg.data);
+            self.write_all(&chunk)?;
+            Some(self.read_reply()?)
+        } else {
+            match data_reply {
+                Some(d) if d.code == 354 => {
+                    let mut wire = Vec::with_capacity(msg.data.len() + msg.data.len() / 64 + 8);
+                    encode_data(msg.data, &mut wire);
+                    self.write_all(&wire)?;
+                    Some(self.read_reply()?)
+                }
+                Some(d) => Some(d),
+                None => None,
+            }
+        };
+        if let Some(f) = final_reply {
+            let o = if f.is_positive() {
+                Outcome::Delivered(f.one_line())
+            } else {
+                classify(&f)
+            };
+            for slot in outcomes.iter_mut().filter(|o| o.is_none()) {
+                *slot = Some(o.clone());
+            }
+            if f.is_positive() {
+                self.sent += 1;
+            }
+        }
+        Ok(outcomes
+            .into_iter()
+            .map(|o| o.unwrap_or_else(|| Outcome::Deferred("no reply".into())))
+            .collect())
+    }
+
+    /// RSET, to start a new transaction after a failed one or before the next message.
+    pub fn reset(&mut self) -> Result<(), String> {
+        let r = self.command("RSET")?;
+        if r.is_positive() {
+            Ok(())
+        } else {
+            Err(format!("{} refused RSET: {}", self.host, r.one_line()))
+        }
+    }
+
+    /// QUIT and close (errors ignored: the work is done).
+    pub fn quit(mut self) {
+        let _ = self.command("QUIT");
+        if let Stream::Tls(s) = &mut self.stream {
+            s.conn.send_close_notify();
+            let _ = s.flush();
+        }
+    }
+}
+
+fn classify(r: &Reply) -> Outcome {
+    if r.is_permanent() {
+        Outcome::Failed(r.one_line())
+    } else {
+        Outcome::Deferred(r.one_line())
+    }
+}
+
+/// The message as DATA puts it on the wire: a line starting with "." gets another ".", every line ends
+/// in CRLF (a bare CR or LF becomes CRLF, so mailroot never emits one), then the terminator.
+pub fn encode_data(data: &[u8], out: &mut Vec<u8>) {
+    let mut line_start = true;
+    let mut i = 0;
+    while i < data.len() {
+        if line_start && data[i] == b'.' {
+            out.push(b'.');
+        }
+        match memchr::memchr2(b'\r', b'\n', &data[i..]) {
+            None => {
+                out.extend_from_slice(&data[i..]);
+                i = data.len();
+                line_start = false;
+            }
+            Some(off) => {
+                out.extend_from_slice(&data[i..i + off]);
+                let j = i + off;
+                out.extend_from_slice(b"\r\n");
+                i = if data[j] == b'\r' && data.get(j + 1) == Some(&b'\n') {
+                    j + 2
+                } else {
+                    j + 1
+                };
+                line_start = true;
+            }
+        }
+    }
+    if !line_start {
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b".\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn enc(d: &[u8]) -> Vec<u8> {
+        let mut v = Vec::new();
+        encode_data(d, &mut v);
+        v
+    }
+
+    #[test]
+    fn data_encoding() {
+        assert_eq!(enc(b"a\r\nb\r\n"), b"a\r\nb\r\n.\r\n");
+        assert_eq!(enc(b"a"), b"a\r\n.\r\n");
+        assert_eq!(enc(b""), b".\r\n");
+        assert_eq!(enc(b".\r\n..x\r\n.y"), b"..\r\n...x\r\n..y\r\n.\r\n");
+        assert_eq!(
+            enc(b"bare\nlf\rcr\r\n.dot"),
+            b"bare\r\nlf\r\ncr\r\n..dot\r\n.\r\n"
+        );
+        assert_eq!(
+            enc(b"a\n.\nb"),
+            b"a\r\n..\r\nb\r\n.\r\n",
+            "no smuggled terminator can leave"
+        );
+    }
+}

@@ -1,0 +1,234 @@
+//! Where a recipient's mail goes (issue 3 "Routing"): a local domain → Drop; else its remote domain
+//! section's smart host; else the virtual server's smart host by SmartHostType (0 DNS only, 1 DNS first
+//! then the smart host, 2 always the smart host); else DNS (MX, or A/AAAA as an implicit MX).
+
+use crate::config::{Credentials, NextHop, SmartHostType, TlsPolicy, VirtualServer};
+
+/// A set of next hops to try in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hops {
+    /// The domain's MX hosts (or the domain itself), on `port`.
+    Dns {
+        /// The recipient domain.
+        domain: String,
+        /// RemoteSmtpPort.
+        port: u16,
+    },
+    /// One configured host (a name looked up by A/AAAA, or a literal address), on `port`.
+    Host {
+        /// The host as configured.
+        hop: NextHop,
+        /// Its port.
+        port: u16,
+    },
+}
+
+/// The plan for a remote recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Remote {
+    /// Recipients with the same key share a connection (and a per-destination connection limit).
+    pub key: String,
+    /// Where to go first.
+    pub primary: Hops,
+    /// SmartHostType 1: the smart host, when the primary hops fail temporarily.
+    pub fallback: Option<Hops>,
+    /// TLS policy toward these hops.
+    pub tls: TlsPolicy,
+    /// AUTH credentials for these hops.
+    pub credentials: Option<Credentials>,
+}
+
+/// Where a recipient goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// A local domain: the Drop folder.
+    Local,
+    /// A next hop.
+    Remote(Remote),
+}
+
+/// The domain of an address, lower case, without a trailing dot.
+pub fn domain_of(address: &str) -> String {
+    address
+        .rsplit_once('@')
+        .map(|(_, d)| d.trim_end_matches('.').to_ascii_lowercase())
+        .unwrap_or_default()
+}
+
+fn host_hops(vs: &VirtualServer, hop: &NextHop, tls: TlsPolicy) -> Hops {
+    let default_port = if tls == TlsPolicy::Implicit {
+        465
+    } else {
+        vs.delivery.remote_port
+    };
+    Hops::Host {
+        port: hop.port.unwrap_or(default_port),
+        hop: hop.clone(),
+    }
+}
+
+fn key_of(h: &Hops) -> String {
+    match h {
+        Hops::Dns { domain, port } => format!("mx:{domain}:{port}"),
+        Hops::Host { hop, port } => format!("host:{}:{port}", hop.host),
+    }
+}
+
+/// Routes one recipient address.
+pub fn route(vs: &VirtualServer, address: &str) -> Route {
+    let domain = domain_of(address);
+    if !domain.starts_with('[') && vs.is_local_domain(&domain) {
+        return Route::Local;
+    }
+    let d = &vs.delivery;
+    let section = vs.domain_route(&domain);
+    let tls = section.and_then(|s| s.tls).unwrap_or(d.tls);
+    // An address literal goes to that address.
+    if let Some(lit) = domain.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
+        let hop = NextHop {
+            host: lit.trim_start_matches("ipv6:").to_string(),
+            port: None,
+            literal: true,
+        };
+        let primary = host_hops(vs, &hop, tls);
+        return Route::Remote(Remote {
+            key: key_of(&primary),
+            primary,
+            fallback: None,
+            tls,
+            credentials: None,
+        });
+    }
+    if let Some(s) = section
+        && let Some(hop) = &s.smart_host
+    {
+        let primary = host_hops(vs, hop, tls);
+        return Route::Remote(Remote {
+            key: key_of(&primary),
+            primary,
+            fallback: None,
+            tls,
+            credentials: s.credentials.clone(),
+        });
+    }
+    let dns = Hops::Dns {
+        domain: domain.clone(),
+        port: d.remote_port,
+    };
+    let section_creds = section.and_then(|s| s.credentials.clone());
+    let (primary, fallback, credentials) = match (&d.smart_host, d.smart_host_type) {
+        (Some(sh), SmartHostType::Always) => (host_hops(vs, sh, tls), None, d.credentials.clone()),
+        (Some(sh), SmartHostType::DnsThenSmartHost) => (
+            dns,
+            Some(host_hops(vs, sh, tls)),
+            section_creds.or(d.credentials.clone()),
+        ),
+        _ => (dns, None, section_creds),
+    };
+    Route::Remote(Remote {
+        key: key_of(&primary),
+        primary,
+        fallback,
+        tls,
+        credentials,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{DomainRoute, parse_next_hop};
+    use crate::testutil::test_server;
+
+    #[test]
+    fn local_dns_and_smart_hosts() {
+        let mut vs = test_server();
+        assert_eq!(route(&vs, "u@LOCAL.test"), Route::Local);
+        let Route::Remote(r) = route(&vs, "u@Remote.test") else {
+            panic!()
+        };
+        assert_eq!(
+            r.primary,
+            Hops::Dns {
+                domain: "remote.test".into(),
+                port: 25
+            }
+        );
+        assert_eq!(r.key, "mx:remote.test:25");
+        assert_eq!(r.fallback, None);
+
+        vs.delivery.smart_host = parse_next_hop("[127.0.0.1]:2626").unwrap();
+        vs.delivery.smart_host_type = SmartHostType::Always;
+        let Route::Remote(r) = route(&vs, "u@remote.test") else {
+            panic!()
+        };
+        assert_eq!(r.key, "host:127.0.0.1:2626");
+        let Route::Remote(r2) = route(&vs, "v@other.test") else {
+            panic!()
+        };
+        assert_eq!(
+            r.key, r2.key,
+            "every domain shares the smart host's connections"
+        );
+
+        vs.delivery.smart_host_type = SmartHostType::DnsThenSmartHost;
+        let Route::Remote(r) = route(&vs, "u@remote.test") else {
+            panic!()
+        };
+        assert!(matches!(r.primary, Hops::Dns { .. }));
+        assert!(matches!(r.fallback, Some(Hops::Host { port: 2626, .. })));
+
+        vs.delivery.smart_host_type = SmartHostType::DnsOnly;
+        let Route::Remote(r) = route(&vs, "u@remote.test") else {
+            panic!()
+        };
+        assert!(r.fallback.is_none() && matches!(r.primary, Hops::Dns { .. }));
+    }
+
+    #[test]
+    fn domain_sections_override() {
+        let mut vs = test_server();
+        vs.delivery.smart_host = parse_next_hop("smart.test").unwrap();
+        vs.delivery.smart_host_type = SmartHostType::Always;
+        vs.domains.push(DomainRoute {
+            pattern: "*.corp.test".into(),
+            relay_allowed: false,
+            smart_host: parse_next_hop("relay.corp.test:587").unwrap(),
+            credentials: Some(Credentials {
+                user: "u".into(),
+                password: "p".into(),
+            }),
+            tls: Some(TlsPolicy::Required),
+        });
+        let Route::Remote(r) = route(&vs, "x@a.corp.test") else {
+            panic!()
+        };
+        assert_eq!(
+            r.primary,
+            Hops::Host {
+                hop: NextHop {
+                    host: "relay.corp.test".into(),
+                    port: Some(587),
+                    literal: false
+                },
+                port: 587
+            }
+        );
+        assert_eq!(r.tls, TlsPolicy::Required);
+        assert_eq!(r.credentials.map(|c| c.user), Some("u".into()));
+        let Route::Remote(r) = route(&vs, "x@[127.0.0.9]") else {
+            panic!()
+        };
+        assert_eq!(
+            r.primary,
+            Hops::Host {
+                hop: NextHop {
+                    host: "127.0.0.9".into(),
+                    port: None,
+                    literal: true
+                },
+                port: 25
+            }
+        );
+    }
+}

@@ -1,0 +1,252 @@
+//! The Pickup folder: applications drop RFC 822 files here (System.Net.Mail, CDOSYS, scripts) and
+//! mailroot sends them. A file is taken only when it has not changed for PickupSettleTime (and on
+//! Windows only when its writer has closed it, since the rename below fails while it is open). Taking
+//! it means:
+//!
+//! 1. claim it by renaming it to `Pickup/<id>.claimed` (atomic; nobody else takes it now),
+//! 2. parse it (`pickup_file`) and commit the message to Queue/Drop under the same `<id>` through
+//!    `store`, exactly as SMTP mail, or write it to Badmail with the reason,
+//! 3. remove the claimed file.
+//!
+//! After a crash, a `<id>.claimed` file whose `<id>` is already in Queue, Drop or Badmail is removed
+//! (step 3 was missed); any other goes back to `Pickup/<id>.eml` (step 2 was missed). So a message is
+//! never in Pickup and in Queue at once, and never nowhere. File names in the mailroot come from
+//! `id::next()`, never from the dropped file; symbolic links and folders in Pickup are left alone.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use super::envelope::Envelope;
+use super::id;
+use super::pickup_file;
+use super::store::{Folder, Store};
+use crate::config::VirtualServer;
+use crate::delivery::route::{self, Route};
+use crate::smtp::headers::HeaderScan;
+use crate::time::Utc;
+
+/// How often an idle Pickup folder is looked at.
+const POLL: Duration = Duration::from_millis(200);
+
+/// Runs the Pickup loop until `stopping()`.
+pub fn run(vs: &VirtualServer, store: &Store, stopping: &dyn Fn() -> bool) {
+    recover(vs);
+    while !stopping() {
+        let n = scan_once(vs, store);
+        if n == 0 {
+            std::thread::sleep(POLL);
+        }
+    }
+}
+
+/// Finishes what a crash interrupted (see the module doc).
+pub fn recover(vs: &VirtualServer) {
+    let Ok(dir) = fs::read_dir(&vs.dirs.pickup) else {
+        return;
+    };
+    for entry in dir.flatten() {
+        let name = entry.file_name();
+        let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".claimed")) else {
+            continue;
+        };
+        if !id::is_id(stem) {
+            continue;
+        }
+        let committed = [
+            vs.dirs.queue.join(format!("{stem}.eml")),
+            vs.dirs.drop.join(format!("{stem}.eml")),
+            vs.dirs.badmail.join(format!("{stem}.bad")),
+        ]
+        .iter()
+        .any(|p| p.exists());
+        let path = entry.path();
+        if committed {
+            let _ = fs::remove_file(&path);
+        } else {
+            let back = vs.dirs.pickup.join(format!("{stem}.eml"));
+            if let Err(e) = fs::rename(&path, &back) {
+                log::error!("pickup: cannot put {} back: {e}", path.display());
+            }
+        }
+    }
+}
+
+/// Whether a directory entry is a file we may take (not hidden, not a writer's temporary file, not
+/// ours, a regular file and not a link, unchanged for the settle time).
+fn eligible(path: &Path, settle: Duration, now: SystemTime) -> bool {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return false;
+    };
+    if name.starts_with('.') || name.starts_with('~') {
+        return false;
+    }
+    let lower = name.to_ascii_lowercase();
+    if lower.ends_with(".tmp") || lower.ends_with(".claimed") || lower.ends_with(".part") {
+        return false;
+    }
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        return false;
+    };
+    if !meta.file_type().is_file() {
+        return false;
+    }
+    match meta.modified() {
+        Ok(m) => now
+            .duration_since(m)
+            .map(|age| age >= settle)
+            .unwrap_or(false),
+        Err(_) => true,
+    }
+}
+
+/// Takes every eligible file once. Returns how many were taken.
+pub fn scan_once(vs: &VirtualServer, store: &Store) -> usize {
+    let Ok(dir) = fs::read_dir(&vs.dirs.pickup) else {
+        return 0;
+    };
+    let now = SystemTime::now();
+    let mut files: Vec<PathBuf> = dir
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| eligible(p, vs.delivery.pickup_settle, now))
+        .collect();
+    files.sort();
+    let mut n = 0;
+    for f in files {
+        if take(vs, store, &f) {
+            n += 1;
+        }
+    }
+    n
+}
+
+/// Claims, commits and removes one file. Returns whether it was taken.
+fn take(vs: &VirtualServer, store: &Store, file: &Path) -> bool {
+    let qid = id::next();
+    let claimed = vs.dirs.pickup.join(format!("{qid}.claimed"));
+    // Fails while a Windows writer still has the file open, or if someone else took it.
+    if fs::rename(file, &claimed).is_err() {
+        return false;
+    }
+    let raw = match read_limited(&claimed, vs) {
+        Ok(r) => r,
+        Err(reason) => {
+            let raw = fs::read(&claimed).unwrap_or_default();
+            to_badmail(store, &qid, &raw, &claimed, &reason, file);
+            return true;
+        }
+    };
+    match prepare(vs, &qid, &raw) {
+        Ok((parts, trace, message)) => match store.commit_message(&qid, parts, &trace, &message) {
+            Ok(paths) => {
+                let _ = fs::remove_file(&claimed);
+                log::info!(
+                    "SMTPSVC{}: pickup {} -> {}",
+                    vs.instance,
+                    file.display(),
+                    paths
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+            Err(e) => {
+                // Give the file back to be tried again.
+                log::error!("pickup {}: {e}", file.display());
+                let _ = fs::rename(&claimed, vs.dirs.pickup.join(format!("{qid}.eml")));
+                return false;
+            }
+        },
+        Err(reason) => to_badmail(store, &qid, &raw, &claimed, &reason, file),
+    }
+    true
+}
+
+fn read_limited(path: &Path, vs: &VirtualServer) -> Result<Vec<u8>, String> {
+    let len = fs::metadata(path)
+        .map_err(|e| format!("cannot read the file: {e}"))?
+        .len();
+    // The file carries X-Sender/X-Receiver lines and maybe dot-stuffing on top of the message.
+    let max = vs.max_message_size;
+    if max > 0 && len > max.saturating_add(64 * 1024) {
+        return Err(format!(
+            "The message is {len} bytes; MaxMessageSize is {max}."
+        ));
+    }
+    fs::read(path).map_err(|e| format!("cannot read the file: {e}"))
+}
+
+fn to_badmail(store: &Store, qid: &str, raw: &[u8], claimed: &Path, reason: &str, original: &Path) {
+    let bdr = format!(
+        "{}\r\n\r\nPickup file: {}\r\n",
+        super::badmail::report(&Envelope::default(), reason).trim_end(),
+        original.file_name().and_then(|n| n.to_str()).unwrap_or("?")
+    );
+    match store.badmail(qid, raw, &bdr) {
+        Ok(p) => {
+            let _ = fs::remove_file(claimed);
+            log::warn!("pickup {}: {reason} -> {}", original.display(), p.display());
+        }
+        Err(e) => log::error!(
+            "pickup {}: {reason}; and Badmail failed: {e}",
+            original.display()
+        ),
+    }
+}
+
+type Prepared = (Vec<(Folder, Vec<u8>)>, Vec<u8>, Vec<u8>);
+
+/// Parses the file and applies the limits of an SMTP transaction: the envelope blocks of the Queue
+/// and Drop parts, the Received header, and the message (with a Message-ID when it had none).
+fn prepare(vs: &VirtualServer, qid: &str, raw: &[u8]) -> Result<Prepared, String> {
+    let pm = pickup_file::parse(raw, vs.delivery.pickup_unstuff_dots).map_err(|e| e.to_string())?;
+    let max = vs.max_message_size;
+    if max > 0 && pm.message.len() as u64 > max {
+        return Err(format!(
+            "The message is {} bytes; MaxMessageSize is {max}.",
+            pm.message.len()
+        ));
+    }
+    if pm.envelope.recipients.len() > vs.max_recipients as usize {
+        return Err(format!(
+            "The message has {} recipients; MaxRecipients is {}.",
+            pm.envelope.recipients.len(),
+            vs.max_recipients
+        ));
+    }
+    if pm.hops > vs.hop_count {
+        return Err(format!(
+            "The message has {} Received headers; HopCount is {} (a mail loop).",
+            pm.hops, vs.hop_count
+        ));
+    }
+    let mut env = pm.envelope;
+    for r in env.recipients.iter_mut() {
+        r.local = matches!(route::route(vs, &r.address), Route::Local);
+    }
+    let mut parts = Vec::new();
+    if env.has(false) {
+        parts.push((Folder::Queue, env.block(false)));
+    }
+    if env.has(true) {
+        parts.push((Folder::Drop, env.block(true)));
+    }
+    let trace = format!(
+        "Received: from mail pickup service by {} with mailroot id {qid};\r\n\t {}\r\n",
+        vs.fqdn,
+        Utc::now().rfc5322()
+    )
+    .into_bytes();
+    let message = if pm.has_message_id {
+        pm.message
+    } else {
+        let mut out = Vec::with_capacity(pm.message.len() + 80);
+        let mut h = HeaderScan::new(format!("Message-ID: <{qid}@{}>\r\n", vs.fqdn).into_bytes());
+        h.feed(&pm.message, &mut |b| out.extend_from_slice(b));
+        h.finish(&mut |b| out.extend_from_slice(b));
+        out
+    };
+    Ok((parts, trace, message))
+}

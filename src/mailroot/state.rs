@@ -1,0 +1,206 @@
+//! The delivery state of one queued message, `Queue/<id>.sta`: how many attempts were made, when the
+//! next one is due, whether the sender was warned of the delay, and each recipient's outcome. It is
+//! rewritten (atomically, through `store`) after every delivery step, so a restart never sends again to
+//! a recipient that was already accepted and never forgets one that was not. Plain text, one fact a line:
+//!
+//! ```text
+//! attempts: 2
+//! next-attempt: 1763800800
+//! delay-notified: 0
+//! rcpt: done r@example.org | 250 2.0.0 Ok: queued | mx.example.org
+//! rcpt: pending s@example.org | 451 4.3.0 Try again later | mx.example.org
+//! rcpt: failed t@example.org | 550 5.1.1 No such user | mx.example.org
+//! ```
+
+use std::fmt::Write as _;
+
+/// Where a recipient stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Not delivered yet (never tried, or a temporary failure).
+    Pending,
+    /// Accepted by the next hop (or written to Drop).
+    Done,
+    /// Permanently failed; a non-delivery report is due or was sent.
+    Failed,
+}
+
+impl Status {
+    fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Done => "done",
+            Status::Failed => "failed",
+        }
+    }
+}
+
+/// One recipient's outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RcptState {
+    /// The address (as in the x-receiver line).
+    pub address: String,
+    /// Where it stands.
+    pub status: Status,
+    /// The last reply or error, one line (empty before the first attempt).
+    pub reply: String,
+    /// The host that gave it (empty when none).
+    pub remote: String,
+}
+
+/// The whole state.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct State {
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// Unix seconds of the next attempt.
+    pub next_attempt: u64,
+    /// Whether a delay notification was sent.
+    pub delay_notified: bool,
+    /// Outcomes, by address.
+    pub recipients: Vec<RcptState>,
+}
+
+impl State {
+    /// A fresh state for `addresses`, all pending.
+    pub fn new<'a>(addresses: impl IntoIterator<Item = &'a str>) -> State {
+        State {
+            recipients: addresses
+                .into_iter()
+                .map(|a| RcptState {
+                    address: a.to_string(),
+                    status: Status::Pending,
+                    reply: String::new(),
+                    remote: String::new(),
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    /// The outcome recorded for `address`.
+    pub fn get(&self, address: &str) -> Option<&RcptState> {
+        self.recipients.iter().find(|r| r.address == address)
+    }
+
+    /// Records an outcome.
+    pub fn set(&mut self, address: &str, status: Status, reply: &str, remote: &str) {
+        let clean = |s: &str| s.replace(['|', '\r', '\n'], " ");
+        match self.recipients.iter_mut().find(|r| r.address == address) {
+            Some(r) => {
+                r.status = status;
+                r.reply = clean(reply);
+                r.remote = clean(remote);
+            }
+            None => self.recipients.push(RcptState {
+                address: address.to_string(),
+                status,
+                reply: clean(reply),
+                remote: clean(remote),
+            }),
+        }
+    }
+
+    /// Whether no recipient is pending.
+    pub fn finished(&self) -> bool {
+        self.recipients.iter().all(|r| r.status != Status::Pending)
+    }
+
+    /// The file's text.
+    pub fn to_text(&self) -> String {
+        let mut s = String::with_capacity(128 + 80 * self.recipients.len());
+        let _ = writeln!(s, "attempts: {}", self.attempts);
+        let _ = writeln!(s, "next-attempt: {}", self.next_attempt);
+        let _ = writeln!(s, "delay-notified: {}", u8::from(self.delay_notified));
+        for r in &self.recipients {
+            let _ = writeln!(
+                s,
+                "rcpt: {} {} | {} | {}",
+                r.status.as_str(),
+                r.address,
+                r.reply,
+                r.remote
+            );
+        }
+        s
+    }
+
+    /// Parses the file's text; unknown lines are errors (the file is ours).
+    pub fn parse(text: &str) -> Result<State, String> {
+        let mut st = State::default();
+        for (i, line) in text.lines().enumerate() {
+            // Only the line ending goes: an empty reply or host leaves trailing separators.
+            let line = line.trim_end_matches('\r');
+            if line.trim().is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (k, v) = line
+                .split_once(": ")
+                .ok_or_else(|| format!("line {}: `{line}`", i + 1))?;
+            match k {
+                "attempts" => {
+                    st.attempts = v.parse().map_err(|_| format!("line {}: attempts", i + 1))?
+                }
+                "next-attempt" => {
+                    st.next_attempt = v
+                        .parse()
+                        .map_err(|_| format!("line {}: next-attempt", i + 1))?
+                }
+                "delay-notified" => st.delay_notified = v == "1",
+                "rcpt" => {
+                    let mut parts = v.splitn(3, " | ");
+                    let head = parts.next().unwrap_or("");
+                    let (status, address) = head
+                        .split_once(' ')
+                        .ok_or_else(|| format!("line {}: rcpt", i + 1))?;
+                    let status = match status {
+                        "pending" => Status::Pending,
+                        "done" => Status::Done,
+                        "failed" => Status::Failed,
+                        _ => return Err(format!("line {}: status `{status}`", i + 1)),
+                    };
+                    st.recipients.push(RcptState {
+                        address: address.to_string(),
+                        status,
+                        reply: parts.next().unwrap_or("").to_string(),
+                        remote: parts.next().unwrap_or("").to_string(),
+                    });
+                }
+                _ => return Err(format!("line {}: unknown `{k}`", i + 1)),
+            }
+        }
+        Ok(st)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let mut s = State::new(["a@x.test", "b@x.test", "c@x.test"]);
+        s.attempts = 2;
+        s.next_attempt = 1_763_800_800;
+        s.set(
+            "a@x.test",
+            Status::Done,
+            "250 2.0.0 Ok | queued",
+            "mx.x.test",
+        );
+        s.set("c@x.test", Status::Failed, "550 5.1.1 No\r\nsuch", "");
+        let t = s.to_text();
+        assert!(
+            t.contains("rcpt: done a@x.test | 250 2.0.0 Ok   queued | mx.x.test\n"),
+            "{t}"
+        );
+        let back = State::parse(&t).unwrap();
+        assert_eq!(back, s);
+        assert!(!back.finished());
+        assert_eq!(
+            back.get("b@x.test").map(|r| r.status),
+            Some(Status::Pending)
+        );
+        assert!(State::parse("bogus: 1\n").is_err());
+    }
+}
