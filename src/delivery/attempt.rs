@@ -243,20 +243,24 @@ fn deliver_remote<'e>(
     {
         h.conn.quit();
     }
+    let mut rcpts: Vec<&Recipient> = rcpts.to_vec();
     if let Some(h) = held.as_mut() {
-        if send_all(engine, qid, h, &out, rcpts, state) {
+        if send_all(engine, qid, h, &out, &rcpts, state) {
             return;
         }
-        // The reused connection failed (the server may have closed it): open a new one below.
+        // The reused connection failed (the server may have closed it while idle): what is still
+        // pending goes over a new connection.
         *held = None;
-        if rcpts.iter().all(|r| {
+        rcpts.retain(|r| {
             state
                 .get(&r.address)
-                .is_some_and(|s| s.status != Status::Pending && !s.reply.contains("connection"))
-        }) {
+                .is_some_and(|s| s.status == Status::Pending)
+        });
+        if rcpts.is_empty() {
             return;
         }
     }
+    let rcpts = &rcpts[..];
     let settings = settings(engine, rem);
     let mut last_error = String::new();
     let mut all_permanent = true;
@@ -283,6 +287,7 @@ fn deliver_remote<'e>(
             }
             Err(e) => {
                 last_error = format!("451 4.4.3 DNS lookup for {} failed: {e}", domain_of(hops));
+                log::info!("delivery of {qid}: {last_error}");
                 all_permanent = false;
                 continue;
             }
@@ -362,7 +367,11 @@ fn send_all(
     // a new transaction at once for the rest.
     for round in 0..2 {
         let mut again = Vec::new();
-        for chunk in todo.chunks(max) {
+        for (n, chunk) in todo.chunks(max).enumerate() {
+            // Outcomes of the previous transaction go to disk before the next one starts.
+            if n > 0 {
+                persist(engine, qid, state);
+            }
             let list: Vec<Rcpt<'_>> = chunk
                 .iter()
                 .map(|r| Rcpt {

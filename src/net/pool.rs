@@ -1,7 +1,8 @@
-//! A pool of session threads fed over a crossbeam channel, in the manner of tiny_http: a few threads
-//! wait from the start, more are started when every thread is busy (up to the sum of the virtual
-//! servers' MaxConnections, which the acceptor enforces), and threads beyond the minimum end after a
-//! minute without work. Each thread keeps its buffers from one connection to the next.
+//! A pool of threads fed over a crossbeam channel, in the manner of tiny_http: a few threads wait from
+//! the start, more are started when every thread is busy (up to a maximum: the sum of the virtual
+//! servers' MaxConnections for SMTP sessions, MaxOutConnections for deliveries), and threads beyond the
+//! minimum end after a minute without work. Each thread keeps a per-thread state `S` from one job to the
+//! next (a session thread's buffers).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
