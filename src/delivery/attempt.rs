@@ -20,10 +20,10 @@ use crate::smtp::command::{Notify, Ret};
 use crate::time::Utc;
 
 /// Runs one attempt for `id`; `held` is an open connection the caller may pass from message to message.
-pub fn run<'e>(
-    engine: &'e Engine,
+pub fn run(
+    engine: &Engine,
     qid: &str,
-    held: &mut Option<Held<'e>>,
+    held: &mut Option<Held>,
 ) -> Option<(SystemTime, Vec<String>)> {
     let store = &engine.store;
     let path = store.queue_file(qid);
@@ -142,7 +142,10 @@ pub fn run<'e>(
         return None;
     }
     state.attempts += 1;
-    let next = now + retry_delay(&d.retry, state.attempts);
+    let next = super::scheduler::align(
+        now + retry_delay(&d.retry, state.attempts),
+        retry_delay(&d.retry, state.attempts),
+    );
     state.next_attempt = next
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -218,15 +221,15 @@ fn out_sender(engine: &Engine, sender: &str) -> String {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn deliver_remote<'e>(
-    engine: &'e Engine,
+fn deliver_remote(
+    engine: &Engine,
     qid: &str,
     env: &Envelope,
     msg: &[u8],
     rem: &Remote,
     rcpts: &[&Recipient],
     state: &mut State,
-    held: &mut Option<Held<'e>>,
+    held: &mut Option<Held>,
 ) {
     let sender = out_sender(engine, &env.sender);
     let out = OutMessage {
@@ -241,7 +244,19 @@ fn deliver_remote<'e>(
     if held.as_ref().is_some_and(|h| h.key != rem.key)
         && let Some(h) = held.take()
     {
+        engine.put_idle(h);
+    }
+    if held
+        .as_ref()
+        .is_some_and(|h| h.conn.sent >= engine.vs.delivery.max_batched || !h.conn.healthy)
+        && let Some(h) = held.take()
+    {
         h.conn.quit();
+    }
+    // A retry starts afresh (new lookup, new connection, maybe another host): a cached connection
+    // is only for messages on their first attempt.
+    if held.is_none() && state.attempts == 0 {
+        *held = engine.take_idle(&rem.key);
     }
     let mut rcpts: Vec<&Recipient> = rcpts.to_vec();
     if let Some(h) = held.as_mut() {
@@ -355,7 +370,7 @@ fn domain_of(h: &Hops) -> String {
 fn send_all(
     engine: &Engine,
     qid: &str,
-    h: &mut Held<'_>,
+    h: &mut Held,
     out: &OutMessage<'_>,
     rcpts: &[&Recipient],
     state: &mut State,
@@ -387,6 +402,10 @@ fn send_all(
                             Outcome::Delivered(reply) => {
                                 log::info!("delivery of {qid} to {}: {host}: {reply}", r.address);
                                 state.set(&r.address, Status::Done, &reply, &host);
+                                if h.conn.offers_dsn() && (r.notify.is_some() || r.orcpt.is_some())
+                                {
+                                    state.set_dsn_passed(&r.address);
+                                }
                             }
                             Outcome::Failed(reply) => {
                                 log::info!(
@@ -473,7 +492,8 @@ fn report_of(env: &Envelope, state: &State, status: Status, bit: u8) -> Vec<Reci
         .filter_map(|r| {
             state
                 .get(&r.address)
-                .filter(|s| s.status == status)
+                // A next hop that took NOTIFY over reports success itself (RFC 3461 §5.2.2).
+                .filter(|s| s.status == status && !(status == Status::Done && s.dsn_passed))
                 .map(|s| (r, s))
         })
         .map(|(r, s)| RecipientReport {

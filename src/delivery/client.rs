@@ -136,6 +136,9 @@ pub struct Connection {
     pub tls: Option<String>,
     /// Messages sent on this connection.
     pub sent: u32,
+    /// The last transaction did not end in a temporary refusal of the whole message (a 4xx to
+    /// MAIL or DATA): only such a connection is worth keeping for the next message.
+    pub healthy: bool,
 }
 
 const BUF: usize = 16 * 1024;
@@ -202,6 +205,7 @@ impl Connection {
             addr,
             tls,
             sent: 0,
+            healthy: true,
         };
         let greeting = c.read_reply().map_err(ConnectError::temp)?;
         if greeting.code != 220 {
@@ -294,6 +298,7 @@ impl Connection {
             addr: self.addr,
             tls: Some(d),
             sent: 0,
+            healthy: true,
         };
         c.hello(settings)?;
         Ok(c)
@@ -409,6 +414,11 @@ impl Connection {
 
     fn cap(&self, k: &str) -> bool {
         self.caps.as_ref().is_some_and(|r| r.has_keyword(k))
+    }
+
+    /// Whether the next hop offers DSN (RFC 3461), so NOTIFY and ORCPT were passed on.
+    pub fn offers_dsn(&self) -> bool {
+        self.cap("DSN")
     }
 
     /// The next hop's SIZE limit (0 = none announced).
@@ -532,6 +542,7 @@ impl Connection {
                 self.read_reply()?;
             }
             self.reset()?;
+            self.healthy = mail_reply.is_permanent();
             return Ok(all(classify(&mail_reply)));
         }
         let mut outcomes: Vec<Option<Outcome>> = rcpt_replies
@@ -571,6 +582,9 @@ impl Connection {
                 None => None,
             }
         };
+        if let Some(f) = &final_reply {
+            self.healthy = !f.is_transient();
+        }
         if let Some(f) = final_reply {
             let o = if f.is_positive() {
                 Outcome::Delivered(f.one_line())

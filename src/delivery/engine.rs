@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::attempt;
 use super::client::Connection;
@@ -34,42 +34,54 @@ pub struct Engine {
     pub tls: ClientTls,
     sched: Mutex<Scheduler>,
     wake: Condvar,
-    slots: Mutex<HashMap<String, u32>>,
-    slot_free: Condvar,
+    slots: Arc<Slots>,
+    /// Open connections waiting for more mail (a connection cache, like Postfix's scache).
+    idle: Mutex<Vec<(Instant, Held)>>,
     stopping: AtomicBool,
 }
 
+/// How long an idle connection is kept for the next message to the same destination.
+const IDLE_KEEP: Duration = Duration::from_secs(2);
+
+/// Connections per destination key (MaxOutConnectionsPerDomain).
+#[derive(Debug, Default)]
+pub struct Slots {
+    map: Mutex<HashMap<String, u32>>,
+    free: Condvar,
+}
+
 /// A connection slot for one destination key, given back when dropped.
-pub struct Slot<'a> {
-    engine: &'a Engine,
+#[derive(Debug)]
+pub struct Slot {
+    slots: Arc<Slots>,
     key: String,
 }
 
-impl Drop for Slot<'_> {
+impl Drop for Slot {
     fn drop(&mut self) {
-        let mut s = self.engine.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = self.slots.map.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(n) = s.get_mut(&self.key) {
             *n = n.saturating_sub(1);
             if *n == 0 {
                 s.remove(&self.key);
             }
         }
-        self.engine.slot_free.notify_all();
+        self.slots.free.notify_all();
     }
 }
 
 /// An open connection with its slot.
-pub struct Held<'a> {
+pub struct Held {
     /// Destination key.
     pub key: String,
     /// The connection.
     pub conn: Connection,
-    _slot: Slot<'a>,
+    _slot: Slot,
 }
 
-impl<'a> Held<'a> {
+impl Held {
     /// Wraps a fresh connection and its slot.
-    pub fn new(key: String, conn: Connection, slot: Slot<'a>) -> Held<'a> {
+    pub fn new(key: String, conn: Connection, slot: Slot) -> Held {
         Held {
             key,
             conn,
@@ -85,9 +97,9 @@ impl Engine {
     }
 
     /// Waits for a connection slot toward `key` (MaxOutConnectionsPerDomain); `None` when stopping.
-    pub fn slot(&self, key: &str) -> Option<Slot<'_>> {
+    pub fn slot(&self, key: &str) -> Option<Slot> {
         let max = self.vs.delivery.max_out_per_domain;
-        let mut s = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = self.slots.map.lock().unwrap_or_else(|p| p.into_inner());
         loop {
             if self.stopping() {
                 return None;
@@ -96,15 +108,61 @@ impl Engine {
             if *n < max {
                 *n += 1;
                 return Some(Slot {
-                    engine: self,
+                    slots: self.slots.clone(),
                     key: key.to_string(),
                 });
             }
+            // An idle cached connection to this destination holds a slot: free one.
+            drop(s);
+            self.close_idle(Some(key));
+            s = self.slots.map.lock().unwrap_or_else(|p| p.into_inner());
+            if s.get(key).is_some_and(|n| *n < max) {
+                continue;
+            }
             s = self
-                .slot_free
+                .slots
+                .free
                 .wait_timeout(s, Duration::from_millis(500))
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
+        }
+    }
+
+    /// An idle open connection to `key` that may carry another message, if there is one.
+    pub fn take_idle(&self, key: &str) -> Option<Held> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let pos = idle
+            .iter()
+            .position(|(t, h)| h.key == key && t.elapsed() < IDLE_KEEP)?;
+        Some(idle.swap_remove(pos).1)
+    }
+
+    /// Keeps `h` open for the next message to the same destination, or closes it (MaxBatchedMessages
+    /// reached, or stopping).
+    pub fn put_idle(&self, h: Held) {
+        if self.stopping() || h.conn.sent >= self.vs.delivery.max_batched || !h.conn.healthy {
+            h.conn.quit();
+            return;
+        }
+        self.idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((Instant::now(), h));
+        self.wake.notify_all();
+    }
+
+    /// Closes idle connections that waited too long (or, with `key`, those to that destination).
+    fn close_idle(&self, key: Option<&str>) {
+        let expired: Vec<Held> = {
+            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            let (old, keep): (Vec<_>, Vec<_>) = idle.drain(..).partition(|(t, h)| {
+                t.elapsed() >= IDLE_KEEP || key.is_some_and(|k| h.key == k) || self.stopping()
+            });
+            *idle = keep;
+            old.into_iter().map(|(_, h)| h).collect()
+        };
+        for h in expired {
+            h.conn.quit();
         }
     }
 
@@ -216,8 +274,8 @@ impl Service {
             tls,
             sched: Mutex::new(Scheduler::new()),
             wake: Condvar::new(),
-            slots: Mutex::new(HashMap::new()),
-            slot_free: Condvar::new(),
+            slots: Arc::new(Slots::default()),
+            idle: Mutex::new(Vec::new()),
             stopping: AtomicBool::new(false),
         });
         let mut threads = Vec::new();
@@ -251,26 +309,37 @@ impl Service {
         let e = engine.clone();
         threads.push(spawn("dispatcher", move || {
             let worker_engine = e.clone();
-            let pool: Pool<String, ()> = Pool::new(
+            let pool: Pool<Vec<String>, ()> = Pool::new(
                 "delivery",
                 1,
                 e.vs.delivery.max_out as usize,
-                move |id: String, _: &mut ()| {
-                    deliver_batch(&worker_engine, id);
+                move |ids: Vec<String>, _: &mut ()| {
+                    deliver_batch(&worker_engine, ids);
                 },
             );
+            let batch = e.vs.delivery.max_batched as usize;
             let mut s = e.sched.lock().unwrap_or_else(|p| p.into_inner());
             while !e.stopping() {
                 let now = SystemTime::now();
-                if let Some(id) = s.pop_due(now) {
-                    pool.submit(id);
+                // Due messages for the same destination travel together, over one connection.
+                let ids = s.pop_due_batch(now, batch);
+                if !ids.is_empty() {
+                    pool.submit(ids);
                     continue;
                 }
+                drop(s);
+                e.close_idle(None);
+                s = e.sched.lock().unwrap_or_else(|p| p.into_inner());
+                let idle_open = !e.idle.lock().unwrap_or_else(|p| p.into_inner()).is_empty();
                 let wait = s
                     .next_due()
                     .map(|d| d.duration_since(now).unwrap_or(Duration::ZERO))
                     .unwrap_or(Duration::from_secs(60))
-                    .min(Duration::from_secs(60));
+                    .min(if idle_open {
+                        IDLE_KEEP
+                    } else {
+                        Duration::from_secs(60)
+                    });
                 s = e
                     .wake
                     .wait_timeout(s, wait)
@@ -292,7 +361,8 @@ impl Service {
     pub fn stop(self) {
         self.engine.stopping.store(true, Ordering::Release);
         self.engine.wake.notify_all();
-        self.engine.slot_free.notify_all();
+        self.engine.slots.free.notify_all();
+        self.engine.close_idle(None);
         for t in self.threads {
             // The intake thread ends when the last store clone (and its sender) is gone; don't wait.
             if t.thread().name() == Some("queue-intake") {
@@ -310,24 +380,29 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>
         .map_err(|e| format!("cannot start the {name} thread: {e}"))
 }
 
-/// Delivers `id`, then as long as the connection it used stays open, the next due messages for the
-/// same destination (MaxBatchedMessages per connection).
-fn deliver_batch(engine: &Engine, id: String) {
-    let mut held: Option<Held<'_>> = None;
-    let mut current = Some(id);
-    while let Some(id) = current.take() {
+/// Delivers `ids` (due messages for one destination) one after the other, then as long as the
+/// connection stays open, the next due messages for the same destination (MaxBatchedMessages per
+/// connection); the open connection then waits in the cache for the next message.
+fn deliver_batch(engine: &Engine, ids: Vec<String>) {
+    let mut held: Option<Held> = None;
+    let mut queue: std::collections::VecDeque<String> = ids.into();
+    while let Some(id) = queue.pop_front() {
+        if engine.stopping() {
+            engine.finished(&id, Some((SystemTime::now(), Vec::new())));
+            continue;
+        }
         let next = attempt::run(engine, &id, &mut held);
         engine.finished(&id, next);
-        if engine.stopping() {
-            break;
-        }
-        if let Some(h) = &held
+        if queue.is_empty()
+            && let Some(h) = &held
             && h.conn.sent < engine.vs.delivery.max_batched
+            && h.conn.healthy
+            && let Some(n) = engine.next_for(&h.key)
         {
-            current = engine.next_for(&h.key);
+            queue.push_back(n);
         }
     }
     if let Some(h) = held {
-        h.conn.quit();
+        engine.put_idle(h);
     }
 }

@@ -84,6 +84,31 @@ impl Scheduler {
         Some(id)
     }
 
+    /// Takes the first due message and, when all its pending recipients share one connection key,
+    /// up to `max - 1` more due messages for the same key (they go out over one connection).
+    pub fn pop_due_batch(&mut self, now: SystemTime, max: usize) -> Vec<String> {
+        self.drop_stale();
+        let due = self.heap.peek().is_some_and(|Reverse((d, _, _))| *d <= now);
+        if !due {
+            return Vec::new();
+        }
+        let Some(Reverse((_, _, id))) = self.heap.pop() else {
+            return Vec::new();
+        };
+        let keys = self.entries.remove(&id).map(|e| e.keys).unwrap_or_default();
+        self.in_flight.insert(id.clone(), ());
+        let mut batch = vec![id];
+        if let [key] = keys.as_slice() {
+            while batch.len() < max {
+                match self.take_due_with_key(key, now, usize::MAX) {
+                    Some(next) => batch.push(next),
+                    None => break,
+                }
+            }
+        }
+        batch
+    }
+
     /// Takes a due message whose pending recipients all share connection `key` (for connection
     /// reuse), marking it in flight. Looks at most at `limit` due messages.
     pub fn take_due_with_key(
@@ -123,6 +148,18 @@ impl Scheduler {
 pub fn retry_delay(schedule: &[Duration], attempts: u32) -> Duration {
     let i = (attempts.max(1) as usize - 1).min(schedule.len().saturating_sub(1));
     schedule.get(i).copied().unwrap_or(Duration::from_secs(900))
+}
+
+/// Rounds a retry time up to a grid of a tenth of the delay (at least a second), so messages that
+/// failed toward the same destination at about the same time are retried together, over one
+/// connection, as IIS retries a destination's queue rather than each message on its own clock.
+pub fn align(t: SystemTime, delay: Duration) -> SystemTime {
+    let grid = (delay.as_secs() / 10).max(1);
+    let since = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO);
+    let secs = since.as_secs() + u64::from(since.subsec_nanos() > 0);
+    SystemTime::UNIX_EPOCH + Duration::from_secs(secs.div_ceil(grid) * grid)
 }
 
 #[cfg(test)]
@@ -179,6 +216,37 @@ mod tests {
             "y needs two connections, w is not due"
         );
         assert_eq!(s.pop_due(t(10)).as_deref(), Some("y"));
+    }
+
+    #[test]
+    fn due_messages_for_one_destination_travel_together() {
+        let mut s = Scheduler::new();
+        for (i, id) in ["a", "b", "c", "d"].iter().enumerate() {
+            s.add(id, t(i as u64), vec!["host:x".into()]);
+        }
+        s.add("e", t(1), vec!["mx:y".into()]);
+        assert_eq!(s.pop_due_batch(t(10), 3), vec!["a", "b", "c"]);
+        let rest = s.pop_due_batch(t(10), 3);
+        assert_eq!(
+            rest,
+            vec!["e"],
+            "the earliest due comes first: e (t=1) before d (t=3)"
+        );
+        assert_eq!(s.pop_due_batch(t(10), 3), vec!["d"]);
+        assert!(s.pop_due_batch(t(10), 3).is_empty());
+    }
+
+    #[test]
+    fn retry_times_align_on_a_grid() {
+        let d = Duration::from_secs(900);
+        assert_eq!(align(t(1000), d), t(1080));
+        assert_eq!(align(t(1079), d), t(1080));
+        assert_eq!(align(t(1080), d), t(1080));
+        assert_eq!(
+            align(t(5) + Duration::from_millis(300), Duration::from_secs(1)),
+            t(6),
+            "never earlier"
+        );
     }
 
     #[test]

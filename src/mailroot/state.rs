@@ -46,6 +46,9 @@ pub struct RcptState {
     pub reply: String,
     /// The host that gave it (empty when none).
     pub remote: String,
+    /// The next hop took the DSN request over (it offered DSN and got NOTIFY/ORCPT), so no
+    /// "relayed" notice is due from us (RFC 3461 §5.2.2).
+    pub dsn_passed: bool,
 }
 
 /// The whole state.
@@ -72,6 +75,7 @@ impl State {
                     status: Status::Pending,
                     reply: String::new(),
                     remote: String::new(),
+                    dsn_passed: false,
                 })
                 .collect(),
             ..Default::default()
@@ -97,7 +101,15 @@ impl State {
                 status,
                 reply: clean(reply),
                 remote: clean(remote),
+                dsn_passed: false,
             }),
+        }
+    }
+
+    /// Records that the next hop took over the DSN request for `address`.
+    pub fn set_dsn_passed(&mut self, address: &str) {
+        if let Some(r) = self.recipients.iter_mut().find(|r| r.address == address) {
+            r.dsn_passed = true;
         }
     }
 
@@ -113,9 +125,10 @@ impl State {
         let _ = writeln!(s, "next-attempt: {}", self.next_attempt);
         let _ = writeln!(s, "delay-notified: {}", u8::from(self.delay_notified));
         for r in &self.recipients {
+            let dsn = if r.dsn_passed { " | dsn" } else { "" };
             let _ = writeln!(
                 s,
-                "rcpt: {} {} | {} | {}",
+                "rcpt: {} {} | {} | {}{dsn}",
                 r.status.as_str(),
                 r.address,
                 r.reply,
@@ -148,7 +161,7 @@ impl State {
                 }
                 "delay-notified" => st.delay_notified = v == "1",
                 "rcpt" => {
-                    let mut parts = v.splitn(3, " | ");
+                    let mut parts = v.splitn(4, " | ");
                     let head = parts.next().unwrap_or("");
                     let (status, address) = head
                         .split_once(' ')
@@ -164,6 +177,7 @@ impl State {
                         status,
                         reply: parts.next().unwrap_or("").to_string(),
                         remote: parts.next().unwrap_or("").to_string(),
+                        dsn_passed: parts.next() == Some("dsn"),
                     });
                 }
                 _ => return Err(format!("line {}: unknown `{k}`", i + 1)),
@@ -189,9 +203,10 @@ mod tests {
             "mx.x.test",
         );
         s.set("c@x.test", Status::Failed, "550 5.1.1 No\r\nsuch", "");
+        s.set_dsn_passed("a@x.test");
         let t = s.to_text();
         assert!(
-            t.contains("rcpt: done a@x.test | 250 2.0.0 Ok   queued | mx.x.test\n"),
+            t.contains("rcpt: done a@x.test | 250 2.0.0 Ok   queued | mx.x.test | dsn\n"),
             "{t}"
         );
         let back = State::parse(&t).unwrap();

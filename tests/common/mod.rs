@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod dns;
+pub mod sink;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -149,7 +150,16 @@ impl Server {
         let mut addrs = Vec::new();
         let until = Instant::now() + WAIT;
         let mut seen = Vec::new();
-        let expected = ini.matches("[SmtpSvc/").count();
+        // Virtual servers are `[SmtpSvc/<n>]` sections (any case); `[SmtpSvc/<n>/Domain/…]` are not.
+        let expected = ini
+            .lines()
+            .filter(|l| {
+                let l = l.trim().to_ascii_lowercase();
+                l.strip_prefix("[smtpsvc/")
+                    .and_then(|r| r.strip_suffix(']'))
+                    .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            })
+            .count();
         while Instant::now() < until {
             match rx.recv_timeout(Duration::from_millis(100)) {
                 Ok(line) => {
