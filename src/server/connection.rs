@@ -304,8 +304,20 @@ impl Conn<'_> {
                 Line::Complete(line, n) => {
                     let t0 = Instant::now();
                     let before = out.len();
+                    // A line answering an AUTH challenge carries credentials: it is not a
+                    // command and is never logged.
+                    let secret = session.in_auth_exchange();
                     let next = session.command(line, out);
-                    let verb = command::verb_of(line);
+                    // A failed login is answered late (growing with each failure in the session).
+                    let penalty = session.take_penalty();
+                    if !penalty.is_zero() {
+                        std::thread::sleep(penalty);
+                    }
+                    let verb = if secret {
+                        &b"-"[..]
+                    } else {
+                        command::verb_of(line)
+                    };
                     let is_quit = verb.eq_ignore_ascii_case(b"QUIT")
                         && matches!(next, Next::Close)
                         && out[before..].starts_with(b"221");
@@ -330,12 +342,21 @@ impl Conn<'_> {
                                 cs_bytes: n as u64,
                                 time_taken: 0,
                             });
-                        } else {
-                            let q = w3c::query(&line[verb.len()..]);
+                        } else if !secret {
+                            let q = if verb.eq_ignore_ascii_case(b"AUTH") {
+                                // The mechanism only: an initial response is a credential.
+                                let mech = line[verb.len()..]
+                                    .split(|b| *b == b' ')
+                                    .find(|w| !w.is_empty())
+                                    .unwrap_or(b"");
+                                w3c::query(&[&b" "[..], mech].concat())
+                            } else {
+                                w3c::query(&line[verb.len()..])
+                            };
                             self.log(session, verb, q, &out[before..], n as u64, t0.elapsed());
                         }
                     }
-                    let bdat_query = if deferred {
+                    let bdat_query = if deferred && !secret {
                         w3c::query(&line[verb.len()..])
                     } else {
                         String::new()

@@ -193,6 +193,11 @@ impl Session {
         self.auth_user.as_deref()
     }
 
+    /// Whether the next line is an answer to an AUTH challenge (a credential, not a command).
+    pub fn in_auth_exchange(&self) -> bool {
+        self.auth.is_some()
+    }
+
     /// How long the connection should wait before sending the replies just written (a failed login).
     pub fn take_penalty(&mut self) -> Duration {
         std::mem::take(&mut self.penalty)
@@ -1239,5 +1244,90 @@ mod tests {
             Verdict::Commit,
             "BINARYMIME carries any octet"
         );
+    }
+
+    fn auth_session() -> (T, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!(
+            "mailroot-session-auth-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join("users");
+        crate::policy::users::save(
+            &path,
+            &[(
+                "scanner".into(),
+                crate::policy::users::hash("s3cret").unwrap(),
+            )],
+        )
+        .unwrap();
+        let mut vs = test_server();
+        vs.security.basic = true;
+        vs.security.plaintext_auth = true;
+        vs.max_smtp_errors = 100;
+        let users = Arc::new(Users::open(&path).unwrap());
+        let s = Session::new(Arc::new(vs), "127.0.0.2".parse().unwrap(), false)
+            .with_auth(users, Arc::new(Limiter::new()));
+        (T { s, out: Vec::new() }, dir)
+    }
+
+    #[test]
+    fn auth_exchanges_penalties_and_relay() {
+        let (mut t, dir) = auth_session();
+        assert!(t.reply("EHLO c").contains("250-AUTH LOGIN PLAIN\r\n"));
+        // Wrong password: 535 and a growing penalty.
+        let bad = base64::encode(b"\0scanner\0wrong");
+        for want in [1, 2, 4, 8, 8] {
+            assert_eq!(
+                t.reply(&format!("AUTH PLAIN {bad}")),
+                "535 5.7.8 Authentication credentials invalid\r\n"
+            );
+            assert_eq!(t.s.take_penalty(), Duration::from_secs(want));
+            assert_eq!(t.s.take_penalty(), Duration::ZERO, "taken once");
+        }
+        // LOGIN: the exchange lines are credentials, not commands.
+        assert_eq!(t.reply("AUTH LOGIN"), "334 VXNlcm5hbWU6\r\n");
+        assert!(t.s.in_auth_exchange());
+        assert_eq!(t.reply(&base64::encode(b"scanner")), "334 UGFzc3dvcmQ6\r\n");
+        assert_eq!(
+            t.reply(&base64::encode(b"s3cret")),
+            "235 2.7.0 Authentication successful\r\n"
+        );
+        assert!(!t.s.in_auth_exchange());
+        assert_eq!(t.s.auth_user(), Some("scanner"));
+        // RelayForAuth: the client (not in RelayIpList) may now relay.
+        t.reply("MAIL FROM:<a@b.test>");
+        assert_eq!(
+            t.reply("RCPT TO:<x@remote.test>"),
+            "250 2.1.5 x@remote.test\r\n"
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn auth_input_errors() {
+        let (mut t, dir) = auth_session();
+        t.reply("EHLO c");
+        assert_eq!(t.reply("AUTH PLAIN"), "334 \r\n");
+        assert_eq!(t.reply("*"), "501 5.7.0 Authentication cancelled\r\n");
+        assert_eq!(
+            t.reply("AUTH PLAIN ###"),
+            "501 5.5.2 Cannot decode the AUTH response\r\n"
+        );
+        assert_eq!(
+            t.reply("AUTH CRAM-MD5"),
+            "504 5.5.4 Unrecognized authentication type\r\n"
+        );
+        // An authzid other than the user is refused.
+        let other = base64::encode(b"admin\0scanner\0s3cret");
+        assert!(t.reply(&format!("AUTH PLAIN {other}")).starts_with("535 "));
+        // An AUTH line too long to be a command ends the exchange with 501.
+        t.reply("AUTH LOGIN");
+        t.out.clear();
+        t.s.line_too_long(&mut t.out);
+        assert_eq!(t.out, reply::AUTH_BAD_INPUT);
+        assert!(!t.s.in_auth_exchange());
+        let _ = std::fs::remove_dir_all(dir);
     }
 }
