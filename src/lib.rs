@@ -93,6 +93,18 @@ pub(crate) mod testutil {
                 pickup_settle: Duration::from_secs(1),
             },
             domains: Vec::new(),
+            security: crate::config::SecuritySettings {
+                secure_bindings: Vec::new(),
+                tls: None,
+                tls_files: None,
+                require_tls: false,
+                anonymous: true,
+                basic: false,
+                plaintext_auth: false,
+                users_file: PathBuf::from("users"),
+                relay_for_auth: true,
+                max_per_ip: 50,
+            },
         }
     }
 }

@@ -13,6 +13,10 @@ mailroot - an SMTP relay that replaces the IIS 6.0 SMTP Service
 Usage:
   mailroot [serve] [--config PATH]   run the SMTP virtual servers
   mailroot check [--config PATH]     validate the configuration and print the effective settings
+  mailroot user add NAME [--config PATH]   add a user for AUTH (or change its password); the
+                                           password is read from standard input
+  mailroot user del NAME [--config PATH]   remove a user
+  mailroot user list [--config PATH]       list the users
   mailroot --version | --help
 
 PATH defaults to conf/smtpsvc.ini when that file exists; without any configuration file mailroot runs
@@ -26,6 +30,7 @@ const GRACE: Duration = Duration::from_secs(10);
 enum Cmd {
     Serve,
     Check,
+    User(String, Option<String>),
 }
 
 fn main() -> ExitCode {
@@ -45,6 +50,24 @@ fn main() -> ExitCode {
             }
             "serve" if cmd.is_none() => cmd = Some(Cmd::Serve),
             "check" if cmd.is_none() => cmd = Some(Cmd::Check),
+            "user" if cmd.is_none() => {
+                let action = args.get(i + 1).cloned().unwrap_or_default();
+                let needs_name = action == "add" || action == "del";
+                let name = if needs_name {
+                    args.get(i + 2).cloned()
+                } else {
+                    None
+                };
+                match action.as_str() {
+                    "add" | "del" if name.as_deref().is_none_or(|n| n.starts_with("--")) => {
+                        return usage_error(&format!("user {action} needs a user name"));
+                    }
+                    "add" | "del" | "list" => {}
+                    _ => return usage_error("user needs add NAME, del NAME or list"),
+                }
+                i += if needs_name { 2 } else { 1 };
+                cmd = Some(Cmd::User(action, name));
+            }
             "--config" | "-c" => {
                 i += 1;
                 match args.get(i) {
@@ -62,6 +85,7 @@ fn main() -> ExitCode {
     match cmd.unwrap_or(Cmd::Serve) {
         Cmd::Serve => serve(config.as_deref()),
         Cmd::Check => check(config.as_deref()),
+        Cmd::User(action, name) => user(config.as_deref(), &action, name.as_deref()),
     }
 }
 
@@ -180,4 +204,109 @@ fn serve(explicit: Option<&Path>) -> ExitCode {
     }
     log::info!("stopped");
     ExitCode::SUCCESS
+}
+
+/// `mailroot user add|del|list`: edits the first virtual server's UsersFile.
+fn user(explicit: Option<&Path>, action: &str, name: Option<&str>) -> ExitCode {
+    use mailroot::policy::users;
+    let config = match load(explicit) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let Some(vs) = config.servers.first() else {
+        return ExitCode::FAILURE;
+    };
+    let path = &vs.security.users_file;
+    let mut list = match users::load(path) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match (action, name) {
+        ("list", _) => {
+            for (n, _) in &list {
+                println!("{n}");
+            }
+            return ExitCode::SUCCESS;
+        }
+        ("del", Some(n)) => {
+            let before = list.len();
+            list.retain(|(u, _)| u != n);
+            if list.len() == before {
+                eprintln!("{}: no user {n}", path.display());
+                return ExitCode::FAILURE;
+            }
+            users::save(path, &list)
+        }
+        ("add", Some(n)) => {
+            if !users::valid_name(n) {
+                eprintln!(
+                    "`{n}` is not a valid user name (printable characters, no colon or space)"
+                );
+                return ExitCode::FAILURE;
+            }
+            let password = match read_password(n) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match users::hash(&password) {
+                Ok(h) => {
+                    list.retain(|(u, _)| u != n);
+                    list.push((n.to_string(), h));
+                    users::save(path, &list)
+                }
+                Err(e) => Err(e),
+            }
+        }
+        _ => return usage_error("user needs add NAME, del NAME or list"),
+    };
+    match result {
+        Ok(()) => {
+            println!("{}: {action} {}: done", path.display(), name.unwrap_or(""));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The password: the first line of standard input, or typed twice at a prompt on a terminal.
+fn read_password(name: &str) -> Result<String, String> {
+    use std::io::{BufRead, IsTerminal, Write};
+    let stdin = std::io::stdin();
+    let read_line = || -> Result<String, String> {
+        let mut s = String::new();
+        stdin
+            .lock()
+            .read_line(&mut s)
+            .map_err(|e| format!("cannot read the password: {e}"))?;
+        Ok(s.trim_end_matches(['\r', '\n']).to_string())
+    };
+    let password = if stdin.is_terminal() {
+        eprint!("Password for {name} (shown as you type): ");
+        let _ = std::io::stderr().flush();
+        let a = read_line()?;
+        eprint!("Again: ");
+        let _ = std::io::stderr().flush();
+        if read_line()? != a {
+            return Err("the passwords differ".into());
+        }
+        a
+    } else {
+        read_line()?
+    };
+    if password.is_empty() {
+        return Err("an empty password is not allowed".into());
+    }
+    Ok(password)
 }

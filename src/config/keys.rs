@@ -135,6 +135,51 @@ pub const SERVER_KEYS: &[KeyDef] = &[
         meaning: "bytes per log file when LogFilePeriod = 0",
     },
     KeyDef {
+        name: "SecureBindings",
+        default: "",
+        meaning: "IP:port list for implicit TLS (TLS from the first byte, RFC 8314, e.g. :465); needs a certificate",
+    },
+    KeyDef {
+        name: "TlsCertificateFile",
+        default: "",
+        meaning: "PEM file with the server certificate chain; enables STARTTLS",
+    },
+    KeyDef {
+        name: "TlsKeyFile",
+        default: "",
+        meaning: "PEM file with the private key (RSA, ECDSA or Ed25519) of TlsCertificateFile",
+    },
+    KeyDef {
+        name: "RequireTls",
+        default: "0",
+        meaning: "1 = MAIL, RCPT, DATA and AUTH only after STARTTLS (IIS: Requires TLS encryption)",
+    },
+    KeyDef {
+        name: "AuthFlags",
+        default: "1",
+        meaning: "1 = anonymous, 2 = Basic (AUTH LOGIN and PLAIN) required, 3 = both",
+    },
+    KeyDef {
+        name: "AllowPlaintextAuth",
+        default: "0",
+        meaning: "1 = offer AUTH without TLS too (passwords then travel in clear)",
+    },
+    KeyDef {
+        name: "UsersFile",
+        default: "users",
+        meaning: "file of name:argon2id-hash lines for AUTH (edit with `mailroot user add|del|list`)",
+    },
+    KeyDef {
+        name: "RelayForAuth",
+        default: "1",
+        meaning: "1 = an authenticated client may relay to any domain",
+    },
+    KeyDef {
+        name: "MaxConnectionsPerIp",
+        default: "50",
+        meaning: "concurrent sessions per client address (addresses in RelayIpList are exempt)",
+    },
+    KeyDef {
         name: "SmartHost",
         default: "",
         meaning: "next hop for remote mail: host, host:port, [a.b.c.d] or [a.b.c.d]:port (brackets skip DNS)",

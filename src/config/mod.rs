@@ -18,7 +18,7 @@ use std::time::Duration;
 
 pub use settings::{
     Binding, Credentials, DeliverySettings, Dirs, DomainRoute, LogPeriod, LogSettings, NextHop,
-    SmartHostType, TlsPolicy, VirtualServer,
+    SecuritySettings, SmartHostType, TlsPolicy, VirtualServer,
 };
 
 use crate::policy::ipnet::IpList;
@@ -442,7 +442,87 @@ fn build(
         pickup_unstuff_dots: r.parse("PickupUnstuffDots", parse_bool)?,
         pickup_settle: r.parse("PickupSettleTime", parse_millis)?,
     };
+    let tls_files = match (
+        r.raw("TlsCertificateFile").0.is_empty(),
+        r.raw("TlsKeyFile").0.is_empty(),
+    ) {
+        (true, true) => None,
+        (false, false) => Some((
+            r.parse("TlsCertificateFile", |v| parse_path(base, v))?,
+            r.parse("TlsKeyFile", |v| parse_path(base, v))?,
+        )),
+        (false, true) => {
+            return Err(ConfigError::at(
+                path,
+                r.raw("TlsCertificateFile").1,
+                Some("TlsKeyFile"),
+                "TlsCertificateFile needs TlsKeyFile",
+            ));
+        }
+        (true, false) => {
+            return Err(ConfigError::at(
+                path,
+                r.raw("TlsKeyFile").1,
+                Some("TlsCertificateFile"),
+                "TlsKeyFile needs TlsCertificateFile",
+            ));
+        }
+    };
+    let tls = match &tls_files {
+        Some((c, k)) => Some(crate::net::tls::server_config(c, k).map_err(|m| {
+            ConfigError::at(
+                path,
+                r.raw("TlsCertificateFile").1,
+                Some("TlsCertificateFile"),
+                m,
+            )
+        })?),
+        None => None,
+    };
+    let secure_bindings = r.parse("SecureBindings", |v| {
+        if v.is_empty() {
+            Ok(Vec::new())
+        } else {
+            parse_bindings(v)
+        }
+    })?;
+    if !secure_bindings.is_empty() && tls.is_none() {
+        return Err(ConfigError::at(
+            path,
+            r.raw("SecureBindings").1,
+            Some("SecureBindings"),
+            "implicit TLS needs TlsCertificateFile and TlsKeyFile",
+        ));
+    }
+    let require_tls = r.parse("RequireTls", parse_bool)?;
+    if require_tls && tls.is_none() {
+        return Err(ConfigError::at(
+            path,
+            r.raw("RequireTls").1,
+            Some("RequireTls"),
+            "RequireTls needs TlsCertificateFile and TlsKeyFile",
+        ));
+    }
+    let flags = r.parse("AuthFlags", |v| match v {
+        "1" | "2" | "3" => Ok(v.parse::<u8>().unwrap_or(1)),
+        _ => Err(format!(
+            "`{v}` is not 1 (anonymous), 2 (Basic: AUTH required) or 3 (both)"
+        )),
+    })?;
+    let security = SecuritySettings {
+        secure_bindings,
+        tls,
+        tls_files,
+        require_tls,
+        anonymous: flags & 1 != 0,
+        basic: flags & 2 != 0,
+        plaintext_auth: r.parse("AllowPlaintextAuth", parse_bool)?,
+        users_file: r.parse("UsersFile", |v| parse_path(base, v))?,
+        relay_for_auth: r.parse("RelayForAuth", parse_bool)?,
+        max_per_ip: r.parse("MaxConnectionsPerIp", |v| parse_num::<u32>(v, 1))?,
+    };
     Ok(VirtualServer {
+        security,
         delivery,
         domains: Vec::new(),
         instance,

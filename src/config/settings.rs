@@ -139,6 +139,8 @@ pub struct VirtualServer {
     pub log: LogSettings,
     /// Delivery.
     pub delivery: DeliverySettings,
+    /// TLS, AUTH and per-client limits.
+    pub security: SecuritySettings,
     /// Remote domain sections, in file order.
     pub domains: Vec<DomainRoute>,
 }
@@ -195,6 +197,50 @@ impl VirtualServer {
             ("LogFileDirectory", p(&self.log.directory)),
             ("LogFilePeriod", self.log.period.code().to_string()),
             ("LogFileTruncateSize", self.log.truncate_size.to_string()),
+            (
+                "SecureBindings",
+                self.security
+                    .secure_bindings
+                    .iter()
+                    .map(|b| b.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ),
+            (
+                "TlsCertificateFile",
+                self.security
+                    .tls_files
+                    .as_ref()
+                    .map(|f| p(&f.0))
+                    .unwrap_or_default(),
+            ),
+            (
+                "TlsKeyFile",
+                self.security
+                    .tls_files
+                    .as_ref()
+                    .map(|f| p(&f.1))
+                    .unwrap_or_default(),
+            ),
+            (
+                "RequireTls",
+                u8::from(self.security.require_tls).to_string(),
+            ),
+            (
+                "AuthFlags",
+                (u8::from(self.security.anonymous) | (u8::from(self.security.basic) << 1))
+                    .to_string(),
+            ),
+            (
+                "AllowPlaintextAuth",
+                u8::from(self.security.plaintext_auth).to_string(),
+            ),
+            ("UsersFile", p(&self.security.users_file)),
+            (
+                "RelayForAuth",
+                u8::from(self.security.relay_for_auth).to_string(),
+            ),
+            ("MaxConnectionsPerIp", self.security.max_per_ip.to_string()),
             ("SmartHost", opt(&self.delivery.smart_host)),
             (
                 "SmartHostType",
@@ -466,4 +512,29 @@ pub struct DeliverySettings {
     pub pickup_unstuff_dots: bool,
     /// PickupSettleTime.
     pub pickup_settle: Duration,
+}
+
+/// Inbound TLS, AUTH and per-client limits.
+#[derive(Debug, Clone)]
+pub struct SecuritySettings {
+    /// SecureBindings: implicit TLS endpoints.
+    pub secure_bindings: Vec<Binding>,
+    /// TlsCertificateFile / TlsKeyFile, loaded and checked.
+    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    /// The two files, for `check`.
+    pub tls_files: Option<(PathBuf, PathBuf)>,
+    /// RequireTls.
+    pub require_tls: bool,
+    /// AuthFlags bit 1: sessions without AUTH may send.
+    pub anonymous: bool,
+    /// AuthFlags bit 2: AUTH LOGIN and PLAIN are offered.
+    pub basic: bool,
+    /// AllowPlaintextAuth.
+    pub plaintext_auth: bool,
+    /// UsersFile.
+    pub users_file: PathBuf,
+    /// RelayForAuth.
+    pub relay_for_auth: bool,
+    /// MaxConnectionsPerIp.
+    pub max_per_ip: u32,
 }

@@ -31,7 +31,7 @@ pub struct Bound {
 /// Bound listeners, ready to run.
 pub struct Acceptor {
     poll: Poll,
-    listeners: Vec<(TcpListener, Arc<Instance>)>,
+    listeners: Vec<(TcpListener, Arc<Instance>, bool)>,
 }
 
 impl Acceptor {
@@ -44,7 +44,9 @@ impl Acceptor {
         let mut listeners = Vec::new();
         let mut bound = Vec::new();
         for inst in instances {
-            for b in &inst.vs.bindings {
+            let plain = inst.vs.bindings.iter().map(|b| (b, false));
+            let secure = inst.vs.security.secure_bindings.iter().map(|b| (b, true));
+            for (b, implicit) in plain.chain(secure) {
                 let addrs = b.socket_addrs();
                 let wildcard = b.ip.is_none();
                 let mut any = false;
@@ -58,7 +60,7 @@ impl Acceptor {
                                 .register(&mut l, token, Interest::READABLE)
                                 .map_err(StartError::Io)?;
                             bound.push((inst.vs.instance, local));
-                            listeners.push((l, inst.clone()));
+                            listeners.push((l, inst.clone(), implicit));
                             any = true;
                         }
                         // The IPv4 half of `:port` when `[::]` already took it (dual-stack), or no IPv6.
@@ -105,12 +107,12 @@ impl Acceptor {
                 if ev.token() == WAKE {
                     return;
                 }
-                let Some((listener, inst)) = self.listeners.get(ev.token().0) else {
+                let Some((listener, inst, implicit)) = self.listeners.get(ev.token().0) else {
                     continue;
                 };
                 loop {
                     match listener.accept() {
-                        Ok((stream, peer)) => admit(stream, peer, inst, &submit),
+                        Ok((stream, peer)) => admit(stream, peer, inst, *implicit, &submit),
                         Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                         Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                         Err(e) => {
@@ -130,6 +132,7 @@ fn admit(
     mut stream: mio::net::TcpStream,
     peer: SocketAddr,
     inst: &Arc<Instance>,
+    implicit_tls: bool,
     submit: &impl Fn(Job),
 ) {
     let ip = canonical(peer.ip());
@@ -153,14 +156,41 @@ fn admit(
         let _ = stream.write(reply::TOO_MANY_CONNECTIONS);
         return;
     }
+    // MaxConnectionsPerIp, as Postfix's smtpd_client_connection_count_limit exempts mynetworks.
+    {
+        let mut m = inst.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        let n = m.entry(ip).or_insert(0);
+        if *n >= vs.security.max_per_ip && !access::may_relay(vs, ip) {
+            drop(m);
+            inst.active.fetch_sub(1, Ordering::AcqRel);
+            log::warn!(
+                "SMTPSVC{}: connection from {ip} refused: MaxConnectionsPerIp ({}) reached",
+                vs.instance,
+                vs.security.max_per_ip
+            );
+            let _ = stream.write(reply::TOO_MANY_FROM_IP);
+            return;
+        }
+        *n += 1;
+    }
     let std_stream: std::net::TcpStream = stream.into();
     if std_stream.set_nonblocking(false).is_err() {
         inst.active.fetch_sub(1, Ordering::AcqRel);
+        if let Some(n) = inst
+            .per_ip
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(&ip)
+        {
+            *n = n.saturating_sub(1);
+        }
         return;
     }
+    // From here the session's guard gives both slots back.
     submit(Job {
         stream: std_stream,
         peer,
         instance: inst.clone(),
+        implicit_tls,
     });
 }

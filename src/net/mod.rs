@@ -2,3 +2,4 @@
 
 pub mod listener;
 pub mod pool;
+pub mod tls;

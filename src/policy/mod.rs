@@ -2,5 +2,7 @@
 //! The session asks; it never reads the lists itself.
 
 pub mod access;
+pub mod auth;
 pub mod ipnet;
 pub mod relay;
+pub mod users;

@@ -3,11 +3,13 @@
 //! timeouts. Replies to pipelined commands are collected and written only when the input is drained
 //! (or the session needs the client to wait), so a pipelined batch costs one write.
 
+use std::cell::RefCell;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant, SystemTime};
 
 use super::intake::Intake;
+use super::stream::Stream;
 use super::{Instance, Shared};
 use crate::logging::w3c::{self, Record};
 use crate::policy::access;
@@ -67,7 +69,7 @@ struct Input<'b> {
 }
 
 struct Conn<'a> {
-    stream: TcpStream,
+    stream: RefCell<Stream>,
     instance: &'a Instance,
     shared: &'a Shared,
     peer: SocketAddr,
@@ -80,6 +82,7 @@ struct Conn<'a> {
 pub fn serve(
     stream: TcpStream,
     peer: SocketAddr,
+    implicit_tls: bool,
     instance: &Instance,
     shared: &Shared,
     bufs: &mut Buffers,
@@ -90,8 +93,26 @@ pub fn serve(
     let timeout = vs.connection_timeout;
     let _ = stream.set_write_timeout(Some(timeout));
     let _ = stream.set_nodelay(true);
+    let mut tls = None;
+    let stream = match (implicit_tls, &vs.security.tls) {
+        (true, Some(config)) => match Stream::accept_tls(stream, config.clone(), timeout) {
+            Ok((s, d)) => {
+                tls = Some(d);
+                s
+            }
+            Err(e) => {
+                log::info!(
+                    "SMTPSVC{}: TLS handshake with {} failed: {e}",
+                    vs.instance,
+                    peer.ip()
+                );
+                return;
+            }
+        },
+        _ => Stream::Plain(stream),
+    };
     let conn = Conn {
-        stream,
+        stream: RefCell::new(stream),
         instance,
         shared,
         peer: SocketAddr::new(peer_ip, peer.port()),
@@ -100,6 +121,12 @@ pub fn serve(
         started: Instant::now(),
     };
     let mut session = Session::new(vs.clone(), peer_ip, access::may_relay(&vs, peer_ip));
+    if vs.security.basic {
+        session = session.with_auth(instance.users.clone(), instance.auth_limiter.clone());
+    }
+    if let Some(d) = tls {
+        session.tls_started(d);
+    }
     let Buffers { input, out } = bufs;
     out.clear();
     let mut input = Input {
@@ -112,13 +139,14 @@ pub fn serve(
         Ok(()) | Err(Stop::Close) | Err(Stop::Gone) => {}
     }
     let _ = conn.flush(out);
-    let _ = conn.stream.shutdown(std::net::Shutdown::Both);
+    conn.stream.borrow_mut().close();
 }
 
 impl Conn<'_> {
     fn flush(&self, out: &mut Vec<u8>) -> Result<(), Stop> {
         if !out.is_empty() {
-            let r = (&self.stream).write_all(out);
+            let mut s = self.stream.borrow_mut();
+            let r = s.write_all(out).and_then(|_| s.flush());
             out.clear();
             r.map_err(|_| Stop::Gone)?;
         }
@@ -152,10 +180,11 @@ impl Conn<'_> {
                 return Ok(Fill::Timeout);
             }
             let wait = (deadline - now).min(TICK).max(Duration::from_millis(1));
-            self.stream
+            let mut s = self.stream.borrow_mut();
+            s.tcp()
                 .set_read_timeout(Some(wait))
                 .map_err(|_| Stop::Gone)?;
-            match (&self.stream).read(&mut input.buf[input.end..]) {
+            match s.read(&mut input.buf[input.end..]) {
                 Ok(0) => return Ok(Fill::Eof),
                 Ok(n) => {
                     input.end += n;
@@ -216,7 +245,7 @@ impl Conn<'_> {
             instance: self.instance.vs.instance,
             at: SystemTime::now(),
             client_ip: self.peer.ip(),
-            username: session.helo().map(str::to_string),
+            username: session.auth_user().or(session.helo()).map(str::to_string),
             server_ip: self.local.ip(),
             method: String::from_utf8_lossy(method).into_owned(),
             query,
@@ -275,8 +304,20 @@ impl Conn<'_> {
                 Line::Complete(line, n) => {
                     let t0 = Instant::now();
                     let before = out.len();
+                    // A line answering an AUTH challenge carries credentials: it is not a
+                    // command and is never logged.
+                    let secret = session.in_auth_exchange();
                     let next = session.command(line, out);
-                    let verb = command::verb_of(line);
+                    // A failed login is answered late (growing with each failure in the session).
+                    let penalty = session.take_penalty();
+                    if !penalty.is_zero() {
+                        std::thread::sleep(penalty);
+                    }
+                    let verb = if secret {
+                        &b"-"[..]
+                    } else {
+                        command::verb_of(line)
+                    };
                     let is_quit = verb.eq_ignore_ascii_case(b"QUIT")
                         && matches!(next, Next::Close)
                         && out[before..].starts_with(b"221");
@@ -288,7 +329,10 @@ impl Conn<'_> {
                                 instance: self.instance.vs.instance,
                                 at: SystemTime::now(),
                                 client_ip: self.peer.ip(),
-                                username: session.helo().map(str::to_string),
+                                username: session
+                                    .auth_user()
+                                    .or(session.helo())
+                                    .map(str::to_string),
                                 server_ip: self.local.ip(),
                                 method: String::from_utf8_lossy(verb).into_owned(),
                                 query: helo,
@@ -298,12 +342,21 @@ impl Conn<'_> {
                                 cs_bytes: n as u64,
                                 time_taken: 0,
                             });
-                        } else {
-                            let q = w3c::query(&line[verb.len()..]);
+                        } else if !secret {
+                            let q = if verb.eq_ignore_ascii_case(b"AUTH") {
+                                // The mechanism only: an initial response is a credential.
+                                let mech = line[verb.len()..]
+                                    .split(|b| *b == b' ')
+                                    .find(|w| !w.is_empty())
+                                    .unwrap_or(b"");
+                                w3c::query(&[&b" "[..], mech].concat())
+                            } else {
+                                w3c::query(&line[verb.len()..])
+                            };
                             self.log(session, verb, q, &out[before..], n as u64, t0.elapsed());
                         }
                     }
-                    let bdat_query = if deferred {
+                    let bdat_query = if deferred && !secret {
                         w3c::query(&line[verb.len()..])
                     } else {
                         String::new()
@@ -318,6 +371,7 @@ impl Conn<'_> {
             match next {
                 Next::Continue => {}
                 Next::Close => return Err(Stop::Close),
+                Next::StartTls => self.start_tls(session, input, out)?,
                 Next::Data(plan) => self.data(session, input, out, plan, &verb)?,
                 Next::Bdat {
                     size,
@@ -336,6 +390,50 @@ impl Conn<'_> {
             }
             if !session.message_open() {
                 chunked = None; // RSET, EHLO or a refusal ended the message: its file goes
+            }
+        }
+    }
+
+    /// After `220 Ready to start TLS`: whatever the client sent after STARTTLS came in plaintext and
+    /// is thrown away, never executed inside TLS (CVE-2011-0411); then the handshake.
+    fn start_tls(
+        &self,
+        session: &mut Session,
+        input: &mut Input<'_>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), Stop> {
+        self.flush(out)?;
+        if input.start != input.end {
+            log::warn!(
+                "SMTPSVC{}: {} sent {} byte(s) after STARTTLS before the handshake; discarded",
+                self.instance.vs.instance,
+                self.peer.ip(),
+                input.end - input.start
+            );
+        }
+        input.start = 0;
+        input.end = 0;
+        let Some(config) = self.instance.vs.security.tls.clone() else {
+            return Err(Stop::Close);
+        };
+        let mut cell = self.stream.borrow_mut();
+        let Stream::Plain(tcp) = &*cell else {
+            return Err(Stop::Close);
+        };
+        let tcp = tcp.try_clone().map_err(|_| Stop::Gone)?;
+        match Stream::accept_tls(tcp, config, self.timeout) {
+            Ok((tls, d)) => {
+                *cell = tls;
+                session.tls_started(d);
+                Ok(())
+            }
+            Err(e) => {
+                log::info!(
+                    "SMTPSVC{}: STARTTLS handshake with {} failed: {e}",
+                    self.instance.vs.instance,
+                    self.peer.ip()
+                );
+                Err(Stop::Gone)
             }
         }
     }

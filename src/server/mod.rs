@@ -3,6 +3,7 @@
 
 pub mod connection;
 pub mod intake;
+pub mod stream;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -17,6 +18,8 @@ use crate::logging::w3c::{self, Logger};
 use crate::mailroot::store::{Store, StoreError};
 use crate::net::listener::{Acceptor, Bound};
 use crate::net::pool::Pool;
+use crate::policy::auth::Limiter;
+use crate::policy::users::Users;
 
 /// Why the server could not start.
 #[derive(Debug)]
@@ -58,6 +61,12 @@ pub struct Instance {
     pub store: Store,
     /// Sessions open now (MaxConnections).
     pub active: AtomicUsize,
+    /// Sessions open now per client address (MaxConnectionsPerIp).
+    pub per_ip: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, u32>>,
+    /// Who may AUTH.
+    pub users: Arc<Users>,
+    /// Failed-login brakes.
+    pub auth_limiter: Arc<Limiter>,
 }
 
 /// State every session sees.
@@ -83,14 +92,23 @@ pub struct Job {
     pub peer: SocketAddr,
     /// The virtual server it connected to.
     pub instance: Arc<Instance>,
+    /// It came in on a SecureBindings endpoint: TLS from the first byte.
+    pub implicit_tls: bool,
 }
 
 /// Gives the session slot back however the session ends.
-struct ActiveGuard(Arc<Instance>);
+struct ActiveGuard(Arc<Instance>, std::net::IpAddr);
 
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
         self.0.active.fetch_sub(1, Ordering::AcqRel);
+        let mut m = self.0.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&self.1) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                m.remove(&self.1);
+            }
+        }
     }
 }
 
@@ -147,10 +165,15 @@ impl Server {
                     s
                 }
             };
+            let users = Users::open(&vs.security.users_file)
+                .map_err(|e| StartError::Delivery(e.to_string()))?;
             instances.push(Arc::new(Instance {
                 vs: vs.clone(),
                 store,
                 active: AtomicUsize::new(0),
+                per_ip: std::sync::Mutex::new(std::collections::HashMap::new()),
+                users: Arc::new(users),
+                auth_limiter: Arc::new(Limiter::new()),
             }));
         }
         let (logger, log_thread) = w3c::start(&config.servers).map_err(StartError::Io)?;
@@ -174,8 +197,18 @@ impl Server {
             2,
             max_threads,
             move |job: Job, bufs: &mut connection::Buffers| {
-                let guard = ActiveGuard(job.instance.clone());
-                connection::serve(job.stream, job.peer, &guard.0, &pool_shared, bufs);
+                let guard = ActiveGuard(
+                    job.instance.clone(),
+                    crate::policy::ipnet::canonical(job.peer.ip()),
+                );
+                connection::serve(
+                    job.stream,
+                    job.peer,
+                    job.implicit_tls,
+                    &guard.0,
+                    &pool_shared,
+                    bufs,
+                );
             },
         );
         let handle = std::thread::Builder::new()

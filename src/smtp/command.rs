@@ -101,6 +101,8 @@ pub struct MailParams<'a> {
     pub ret: Option<Ret>,
     /// ENVID= (xtext, as received)
     pub envid: Option<&'a str>,
+    /// AUTH= (RFC 4954 §5: the submitter's identity, `<>` when unknown); accepted and not trusted.
+    pub auth: Option<&'a str>,
 }
 
 /// RCPT TO parameters.
@@ -137,6 +139,10 @@ pub enum Command<'a> {
     Vrfy(&'a str),
     /// HELP [topic]
     Help,
+    /// STARTTLS (RFC 3207)
+    StartTls,
+    /// AUTH mechanism [initial-response] (RFC 4954); the mechanism upper-cased by the caller.
+    Auth(&'a str, Option<&'a str>),
 }
 
 /// Why a line is not a valid command. Each maps to one reply (see `reply.rs`).
@@ -170,6 +176,7 @@ const NOOP: u32 = word(b"noop");
 const QUIT: u32 = word(b"quit");
 const VRFY: u32 = word(b"vrfy");
 const HELP: u32 = word(b"help");
+const AUTH: u32 = word(b"auth");
 
 /// Parses one command line (without its line ending).
 pub fn parse(line: &[u8]) -> Result<Command<'_>, ParseError> {
@@ -177,6 +184,9 @@ pub fn parse(line: &[u8]) -> Result<Command<'_>, ParseError> {
         Some(i) => (&line[..i], &line[i + 1..]),
         None => (line, &b""[..]),
     };
+    if verb.len() == 8 && verb.eq_ignore_ascii_case(b"STARTTLS") {
+        return no_arg(arg, Command::StartTls);
+    }
     if verb.len() != 4 {
         return Err(ParseError::Unknown);
     }
@@ -202,6 +212,7 @@ pub fn parse(line: &[u8]) -> Result<Command<'_>, ParseError> {
             }
         }
         HELP => Ok(Command::Help),
+        AUTH => parse_auth(arg),
         _ => Err(ParseError::Unknown),
     }
 }
@@ -263,6 +274,11 @@ fn parse_mail(arg: &[u8]) -> Result<Command<'_>, ParseError> {
                 return Err(ParseError::BadParamValue("RET must be FULL or HDRS"));
             };
             set_once(&mut p.ret, r)?;
+        } else if k.eq_ignore_ascii_case(b"AUTH") {
+            if !(v == b"<>" || is_xtext(v)) || v.len() > 500 {
+                return Err(ParseError::BadParamValue("AUTH must be <> or xtext"));
+            }
+            set_once(&mut p.auth, ascii(v))?;
         } else if k.eq_ignore_ascii_case(b"ENVID") {
             if v.len() > 100 || !is_xtext(v) {
                 return Err(ParseError::BadParamValue(
@@ -327,6 +343,37 @@ fn parse_rcpt(arg: &[u8]) -> Result<Command<'_>, ParseError> {
         }
     }
     Ok(Command::Rcpt(mailbox, p))
+}
+
+fn parse_auth(arg: &[u8]) -> Result<Command<'_>, ParseError> {
+    let a = trim(arg);
+    let (mech, rest) = match memchr::memchr(b' ', a) {
+        Some(i) => (&a[..i], trim(&a[i + 1..])),
+        None => (a, &b""[..]),
+    };
+    if mech.is_empty()
+        || mech.len() > 20
+        || !mech
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
+    {
+        return Err(ParseError::Syntax(
+            "expected AUTH <mechanism> [initial-response]",
+        ));
+    }
+    if memchr::memchr(b' ', rest).is_some() || rest.iter().any(|b| !(33..=126).contains(b)) {
+        return Err(ParseError::Syntax(
+            "expected AUTH <mechanism> [initial-response]",
+        ));
+    }
+    Ok(Command::Auth(
+        ascii(mech),
+        if rest.is_empty() {
+            None
+        } else {
+            Some(ascii(rest))
+        },
+    ))
 }
 
 fn parse_bdat(arg: &[u8]) -> Result<Command<'_>, ParseError> {
@@ -482,6 +529,14 @@ mod tests {
         assert_eq!(ok("VRFY admin"), Command::Vrfy("admin"));
         assert_eq!(ok("BDAT 100"), Command::Bdat(100, false));
         assert_eq!(ok("bdat 0 last"), Command::Bdat(0, true));
+        assert_eq!(ok("STARTTLS"), Command::StartTls);
+        assert_eq!(ok("starttls "), Command::StartTls);
+        assert_eq!(ok("AUTH LOGIN"), Command::Auth("LOGIN", None));
+        assert_eq!(
+            ok("auth plain AHVAcA=="),
+            Command::Auth("plain", Some("AHVAcA=="))
+        );
+        assert_eq!(ok("AUTH PLAIN ="), Command::Auth("PLAIN", Some("=")));
     }
 
     #[test]
@@ -522,6 +577,22 @@ mod tests {
             ParseError::Syntax("VRFY needs a user name or address")
         );
         assert_eq!(err("GET / HTTP/1.1"), ParseError::Unknown);
+        assert_eq!(
+            err("STARTTLS now"),
+            ParseError::Syntax("this command takes no arguments")
+        );
+        assert_eq!(
+            err("AUTH"),
+            ParseError::Syntax("expected AUTH <mechanism> [initial-response]")
+        );
+        assert_eq!(
+            err("AUTH PLAIN a b"),
+            ParseError::Syntax("expected AUTH <mechanism> [initial-response]")
+        );
+        assert_eq!(
+            err("AUTH P\u{e9}"),
+            ParseError::Syntax("expected AUTH <mechanism> [initial-response]")
+        );
         assert_eq!(err("MAILX FROM:<a@b>"), ParseError::Unknown);
         assert_eq!(err(""), ParseError::Unknown);
         assert_eq!(err("\u{ff}\u{fe}ab"), ParseError::Unknown);
@@ -551,7 +622,8 @@ mod tests {
                     size: Some(1000),
                     body: Some(Body::EightBitMime),
                     ret: Some(Ret::Hdrs),
-                    envid: Some("QQ314159+2B1")
+                    envid: Some("QQ314159+2B1"),
+                    auth: None,
                 }
             )
         );
@@ -562,6 +634,16 @@ mod tests {
                 MailParams {
                     body: Some(Body::BinaryMime),
                     ret: Some(Ret::Full),
+                    ..Default::default()
+                }
+            )
+        );
+        assert_eq!(
+            ok("MAIL FROM:<a@b.test> AUTH=<>"),
+            Command::Mail(
+                Path::Mailbox(mb("a", "b.test")),
+                MailParams {
+                    auth: Some("<>"),
                     ..Default::default()
                 }
             )

@@ -18,6 +18,10 @@ pub struct Trace<'a> {
     pub protocol: &'a str,
     /// The queue identifier.
     pub id: &'a str,
+    /// TLS version and cipher, when the message came over TLS (RFC 8314 §4.3).
+    pub tls: Option<&'a str>,
+    /// The authenticated user, when the client logged in.
+    pub auth: Option<&'a str>,
     /// When the message arrived.
     pub at: Utc,
 }
@@ -25,13 +29,32 @@ pub struct Trace<'a> {
 impl Trace<'_> {
     /// The complete header, ending in CRLF.
     pub fn header(&self) -> Vec<u8> {
+        let mut notes = Vec::new();
+        if let Some(t) = self.tls {
+            notes.push(format!("using {t}"));
+        }
+        if let Some(u) = self.auth {
+            // The name is the client's input: keep it to printable characters without parentheses.
+            let clean: String = u
+                .chars()
+                .filter(|c| c.is_ascii_graphic() && !matches!(c, '(' | ')' | '\\'))
+                .take(64)
+                .collect();
+            notes.push(format!("authenticated user {clean}"));
+        }
+        let comment = if notes.is_empty() {
+            String::new()
+        } else {
+            format!("\r\n\t({})", notes.join("; "))
+        };
         format!(
-            "Received: from {} ([{}]) by {} with {} id {};\r\n\t {}\r\n",
+            "Received: from {} ([{}]) by {} with {} id {}{};\r\n\t {}\r\n",
             self.helo,
             self.ip,
             self.by,
             self.protocol,
             self.id,
+            comment,
             self.at.rfc5322()
         )
         .into_bytes()
@@ -50,11 +73,23 @@ mod tests {
             by: "mx.local.test",
             protocol: "ESMTP",
             id: "ABC",
+            tls: None,
+            auth: None,
             at: Utc::from_unix(1_259_790_961, 0),
         };
         assert_eq!(
             String::from_utf8(t.header()).unwrap(),
             "Received: from client.test ([127.0.0.1]) by mx.local.test with ESMTP id ABC;\r\n\t Wed, 2 Dec 2009 21:56:01 +0000\r\n"
+        );
+        let t = Trace {
+            protocol: "ESMTPSA",
+            tls: Some("TLSv1_3 TLS13_AES_256_GCM_SHA384"),
+            auth: Some("scan(ner)"),
+            ..t
+        };
+        assert_eq!(
+            String::from_utf8(t.header()).unwrap(),
+            "Received: from client.test ([127.0.0.1]) by mx.local.test with ESMTPSA id ABC\r\n\t(using TLSv1_3 TLS13_AES_256_GCM_SHA384; authenticated user scanner);\r\n\t Wed, 2 Dec 2009 21:56:01 +0000\r\n"
         );
     }
 }

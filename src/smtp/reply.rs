@@ -76,8 +76,44 @@ pub const BARE_CR: &[u8] =
 pub const NUL: &[u8] = b"550 5.6.0 Message refused: NUL character in data\r\n";
 /// Connection beyond MaxConnections.
 pub const TOO_MANY_CONNECTIONS: &[u8] = b"421 4.3.2 Too many connections, try again later\r\n";
+/// MaxConnectionsPerIp reached.
+pub const TOO_MANY_FROM_IP: &[u8] =
+    b"421 4.7.0 Too many connections from your address, try again later\r\n";
 /// Connection control denied the client.
 pub const ACCESS_DENIED: &[u8] = b"554 5.7.1 Access denied\r\n";
+
+/// STARTTLS accepted.
+pub const START_TLS: &[u8] = b"220 2.0.0 Ready to start TLS\r\n";
+/// STARTTLS inside TLS.
+pub const TLS_ACTIVE: &[u8] = b"503 5.5.1 TLS already active\r\n";
+/// STARTTLS without a certificate.
+pub const TLS_UNAVAILABLE: &[u8] = b"454 4.7.0 TLS not available due to temporary reason\r\n";
+/// RequireTls before STARTTLS.
+pub const MUST_STARTTLS: &[u8] = b"530 5.7.0 Must issue a STARTTLS command first\r\n";
+/// AuthFlags without anonymous, MAIL before AUTH.
+pub const AUTH_REQUIRED: &[u8] = b"530 5.7.0 Authentication required\r\n";
+/// AUTH succeeded.
+pub const AUTH_OK: &[u8] = b"235 2.7.0 Authentication successful\r\n";
+/// AUTH failed (whatever was wrong: the user or the password).
+pub const AUTH_FAILED: &[u8] = b"535 5.7.8 Authentication credentials invalid\r\n";
+/// Bad base64 or overlong AUTH input.
+pub const AUTH_BAD_INPUT: &[u8] = b"501 5.5.2 Cannot decode the AUTH response\r\n";
+/// `*` from the client.
+pub const AUTH_CANCELLED: &[u8] = b"501 5.7.0 Authentication cancelled\r\n";
+/// A second AUTH.
+pub const AUTH_ALREADY: &[u8] = b"503 5.5.1 Already authenticated\r\n";
+/// AUTH inside a transaction.
+pub const AUTH_IN_TRANSACTION: &[u8] =
+    b"503 5.5.1 AUTH is not allowed during a mail transaction\r\n";
+/// AUTH not enabled.
+pub const AUTH_NOT_AVAILABLE: &[u8] = b"503 5.5.1 AUTH is not available\r\n";
+/// AUTH without TLS when AllowPlaintextAuth is off.
+pub const AUTH_NEEDS_TLS: &[u8] =
+    b"538 5.7.11 Encryption required for requested authentication mechanism\r\n";
+/// Too many failures from this address.
+pub const AUTH_LOCKED: &[u8] = b"454 4.7.0 Temporary authentication failure, try again later\r\n";
+/// A mechanism other than LOGIN and PLAIN.
+pub const AUTH_UNKNOWN_MECHANISM: &[u8] = b"504 5.5.4 Unrecognized authentication type\r\n";
 
 /// `250 2.1.0 addr....Sender OK`
 pub fn sender_ok(out: &mut Vec<u8>, addr: &str) {

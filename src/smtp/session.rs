@@ -6,8 +6,10 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::address::{Mailbox, Path};
+use super::base64;
 use super::command::{self, Body, Command, MailParams, ParseError};
 use super::data::Flaws;
 use super::received::Trace;
@@ -16,7 +18,9 @@ use crate::config::VirtualServer;
 use crate::mailroot::envelope::{Envelope, Recipient};
 use crate::mailroot::id;
 use crate::mailroot::store::Folder;
+use crate::policy::auth::Limiter;
 use crate::policy::relay::{self, Decision};
+use crate::policy::users::Users;
 use crate::time::Utc;
 
 /// What the connection does after a command.
@@ -29,6 +33,9 @@ pub enum Next {
     /// DATA was accepted: open the message as planned, then call [`Session::data_opened`], then
     /// stream the data until its terminator and call [`Session::message_end`].
     Data(MessagePlan),
+    /// STARTTLS was accepted (220 is written): flush, drop any input buffered after the command (it
+    /// came in plaintext), run the TLS handshake, then call [`Session::tls_started`].
+    StartTls,
     /// BDAT: read exactly `size` bytes. With `open`, open the message first (first chunk). With
     /// `discard`, throw the bytes away and call [`Session::bdat_discarded`]; otherwise append them and
     /// call [`Session::bdat_chunk`] (not last) or [`Session::message_end`] (last).
@@ -88,6 +95,17 @@ pub enum Verdict {
     },
 }
 
+/// Where an AUTH exchange stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum AuthStep {
+    /// PLAIN: waiting for the response after `334 `.
+    Plain,
+    /// LOGIN: waiting for the user name.
+    LoginUser,
+    /// LOGIN: waiting for the password of this user.
+    LoginPassword(String),
+}
+
 #[derive(Debug)]
 struct Transaction {
     envelope: Envelope,
@@ -104,7 +122,18 @@ struct Transaction {
 pub struct Session {
     vs: Arc<VirtualServer>,
     peer: IpAddr,
-    may_relay: bool,
+    /// The client's address is in RelayIpList.
+    ip_may_relay: bool,
+    /// TLS in use: version and cipher suite.
+    tls: Option<String>,
+    /// The authenticated user.
+    auth_user: Option<String>,
+    /// An AUTH exchange waiting for the client's next line.
+    auth: Option<AuthStep>,
+    users: Option<Arc<Users>>,
+    limiter: Option<Arc<Limiter>>,
+    auth_failures: u32,
+    penalty: Duration,
     helo: Option<String>,
     esmtp: bool,
     tx: Option<Transaction>,
@@ -119,7 +148,14 @@ impl Session {
         Session {
             vs,
             peer,
-            may_relay,
+            ip_may_relay: may_relay,
+            tls: None,
+            auth_user: None,
+            auth: None,
+            users: None,
+            limiter: None,
+            auth_failures: 0,
+            penalty: Duration::ZERO,
             helo: None,
             esmtp: false,
             tx: None,
@@ -127,6 +163,63 @@ impl Session {
             session_bytes: 0,
             pending: None,
         }
+    }
+
+    /// Enables AUTH with these users and this brute-force limiter (when AuthFlags has Basic).
+    pub fn with_auth(mut self, users: Arc<Users>, limiter: Arc<Limiter>) -> Session {
+        self.users = Some(users);
+        self.limiter = Some(limiter);
+        self
+    }
+
+    /// TLS is now in use (after STARTTLS, or from the start on an implicit TLS binding): RFC 3207
+    /// says the client must start over, so everything learned before is forgotten.
+    pub fn tls_started(&mut self, description: String) {
+        self.tls = Some(description);
+        self.helo = None;
+        self.esmtp = false;
+        self.tx = None;
+        self.auth_user = None;
+        self.auth = None;
+    }
+
+    /// The TLS version and cipher, when TLS is in use.
+    pub fn tls(&self) -> Option<&str> {
+        self.tls.as_deref()
+    }
+
+    /// The authenticated user, if any.
+    pub fn auth_user(&self) -> Option<&str> {
+        self.auth_user.as_deref()
+    }
+
+    /// Whether the next line is an answer to an AUTH challenge (a credential, not a command).
+    pub fn in_auth_exchange(&self) -> bool {
+        self.auth.is_some()
+    }
+
+    /// How long the connection should wait before sending the replies just written (a failed login).
+    pub fn take_penalty(&mut self) -> Duration {
+        std::mem::take(&mut self.penalty)
+    }
+
+    fn may_relay(&self) -> bool {
+        self.ip_may_relay || (self.auth_user.is_some() && self.vs.security.relay_for_auth)
+    }
+
+    fn tls_offered(&self) -> bool {
+        self.vs.security.tls.is_some() && self.tls.is_none()
+    }
+
+    fn auth_offered(&self) -> bool {
+        self.vs.security.basic
+            && self.users.is_some()
+            && (self.tls.is_some() || self.vs.security.plaintext_auth)
+    }
+
+    /// RequireTls: 530 before STARTTLS.
+    fn needs_tls(&self) -> bool {
+        self.vs.security.require_tls && self.tls.is_none()
     }
 
     /// The 220 banner.
@@ -169,12 +262,19 @@ impl Session {
 
     /// A command line that exceeded 512 octets (already discarded by the connection).
     pub fn line_too_long(&mut self, out: &mut Vec<u8>) -> Next {
+        if self.auth.take().is_some() {
+            out.extend_from_slice(reply::AUTH_BAD_INPUT);
+            return self.error(out);
+        }
         out.extend_from_slice(reply::LINE_TOO_LONG);
         self.error(out)
     }
 
     /// Handles one command line (without its line ending).
     pub fn command(&mut self, line: &[u8], out: &mut Vec<u8>) -> Next {
+        if let Some(step) = self.auth.take() {
+            return self.auth_response(step, line, out);
+        }
         let cmd = match command::parse(line) {
             Ok(c) => c,
             Err(e) => {
@@ -220,6 +320,34 @@ impl Session {
                 }
                 Next::Continue
             }
+            Command::Mail(..) | Command::Rcpt(..) | Command::Data | Command::Auth(..)
+                if self.needs_tls() =>
+            {
+                out.extend_from_slice(reply::MUST_STARTTLS);
+                self.error(out)
+            }
+            Command::Bdat(size, last) if self.needs_tls() => {
+                self.pending = Some(reply::MUST_STARTTLS);
+                Next::Bdat {
+                    size,
+                    last,
+                    open: None,
+                    discard: true,
+                }
+            }
+            Command::StartTls => {
+                if self.tls.is_some() {
+                    out.extend_from_slice(reply::TLS_ACTIVE);
+                    return self.error(out);
+                }
+                if !self.tls_offered() {
+                    out.extend_from_slice(reply::TLS_UNAVAILABLE);
+                    return Next::Continue;
+                }
+                out.extend_from_slice(reply::START_TLS);
+                Next::StartTls
+            }
+            Command::Auth(mech, initial) => self.auth_command(mech, initial, out),
             Command::Mail(path, params) => self.mail(path, params, out),
             Command::Rcpt(to, params) => self.rcpt(to, params, out),
             Command::Data => self.data(out),
@@ -263,8 +391,15 @@ impl Session {
             }
         }
         out.extend_from_slice(
-            b"250-PIPELINING\r\n250-DSN\r\n250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n250-BINARYMIME\r\n250-CHUNKING\r\n250-VRFY\r\n250-HELP\r\n250 OK\r\n",
+            b"250-PIPELINING\r\n250-DSN\r\n250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n250-BINARYMIME\r\n250-CHUNKING\r\n250-VRFY\r\n",
         );
+        if self.tls_offered() {
+            out.extend_from_slice(b"250-STARTTLS\r\n");
+        }
+        if self.auth_offered() {
+            out.extend_from_slice(b"250-AUTH LOGIN PLAIN\r\n");
+        }
+        out.extend_from_slice(b"250-HELP\r\n250 OK\r\n");
     }
 
     fn mail(&mut self, path: Path<'_>, params: MailParams<'_>, out: &mut Vec<u8>) -> Next {
@@ -274,6 +409,10 @@ impl Session {
         }
         if self.tx.is_some() {
             out.extend_from_slice(reply::SENDER_ALREADY);
+            return self.error(out);
+        }
+        if !self.vs.security.anonymous && self.auth_user.is_none() {
+            out.extend_from_slice(reply::AUTH_REQUIRED);
             return self.error(out);
         }
         if let Some(size) = params.size {
@@ -311,6 +450,7 @@ impl Session {
         params: command::RcptParams<'_>,
         out: &mut Vec<u8>,
     ) -> Next {
+        let may_relay = self.may_relay();
         let Some(tx) = self.tx.as_mut() else {
             out.extend_from_slice(reply::NEED_MAIL);
             return self.error(out);
@@ -325,7 +465,7 @@ impl Session {
         } else {
             to.to_string_lossless()
         };
-        let local = match relay::decide(&self.vs, self.may_relay, &to) {
+        let local = match relay::decide(&self.vs, may_relay, &to) {
             Decision::Denied => {
                 reply::unable_to_relay(out, &address);
                 return self.error(out);
@@ -354,6 +494,144 @@ impl Session {
             orcpt: params.orcpt.map(str::to_string),
         });
         Next::Continue
+    }
+
+    fn auth_command(&mut self, mech: &str, initial: Option<&str>, out: &mut Vec<u8>) -> Next {
+        if self.helo.is_none() {
+            out.extend_from_slice(reply::SEND_HELLO_FIRST);
+            return self.error(out);
+        }
+        if self.auth_user.is_some() {
+            out.extend_from_slice(reply::AUTH_ALREADY);
+            return self.error(out);
+        }
+        if self.tx.is_some() {
+            out.extend_from_slice(reply::AUTH_IN_TRANSACTION);
+            return self.error(out);
+        }
+        if !(self.vs.security.basic && self.users.is_some()) {
+            out.extend_from_slice(reply::AUTH_NOT_AVAILABLE);
+            return self.error(out);
+        }
+        if self.tls.is_none() && !self.vs.security.plaintext_auth {
+            out.extend_from_slice(reply::AUTH_NEEDS_TLS);
+            return self.error(out);
+        }
+        if self.limiter.as_ref().is_some_and(|l| l.locked(self.peer)) {
+            out.extend_from_slice(reply::AUTH_LOCKED);
+            return Next::Continue;
+        }
+        match (mech.to_ascii_uppercase().as_str(), initial) {
+            ("PLAIN", None) => {
+                out.extend_from_slice(b"334 \r\n");
+                self.auth = Some(AuthStep::Plain);
+                Next::Continue
+            }
+            ("PLAIN", Some(resp)) => self.auth_response(AuthStep::Plain, resp.as_bytes(), out),
+            ("LOGIN", None) => {
+                out.extend_from_slice(b"334 VXNlcm5hbWU6\r\n");
+                self.auth = Some(AuthStep::LoginUser);
+                Next::Continue
+            }
+            ("LOGIN", Some(resp)) => self.auth_response(AuthStep::LoginUser, resp.as_bytes(), out),
+            _ => {
+                out.extend_from_slice(reply::AUTH_UNKNOWN_MECHANISM);
+                self.error(out)
+            }
+        }
+    }
+
+    /// The client's answer to a 334 challenge (or an initial response).
+    fn auth_response(&mut self, step: AuthStep, line: &[u8], out: &mut Vec<u8>) -> Next {
+        if line == b"*" {
+            out.extend_from_slice(reply::AUTH_CANCELLED);
+            return self.error(out);
+        }
+        // "=" is an empty initial response (RFC 4954 §4).
+        let decoded = if line == b"=" {
+            Some(Vec::new())
+        } else {
+            base64::decode(line)
+        };
+        let Some(bytes) = decoded.filter(|b| b.len() <= 1024) else {
+            out.extend_from_slice(reply::AUTH_BAD_INPUT);
+            return self.error(out);
+        };
+        match step {
+            AuthStep::Plain => {
+                // authzid NUL authcid NUL passwd; an authzid other than the user is not allowed.
+                let mut parts = bytes.split(|b| *b == 0);
+                let (Some(authz), Some(user), Some(pass), None) =
+                    (parts.next(), parts.next(), parts.next(), parts.next())
+                else {
+                    out.extend_from_slice(reply::AUTH_BAD_INPUT);
+                    return self.error(out);
+                };
+                let (Ok(authz), Ok(user), Ok(pass)) = (
+                    std::str::from_utf8(authz),
+                    std::str::from_utf8(user),
+                    std::str::from_utf8(pass),
+                ) else {
+                    out.extend_from_slice(reply::AUTH_BAD_INPUT);
+                    return self.error(out);
+                };
+                if !authz.is_empty() && authz != user {
+                    return self.auth_failed(out);
+                }
+                self.auth_check(user, pass, out)
+            }
+            AuthStep::LoginUser => match String::from_utf8(bytes) {
+                Ok(user) => {
+                    out.extend_from_slice(b"334 UGFzc3dvcmQ6\r\n");
+                    self.auth = Some(AuthStep::LoginPassword(user));
+                    Next::Continue
+                }
+                Err(_) => {
+                    out.extend_from_slice(reply::AUTH_BAD_INPUT);
+                    self.error(out)
+                }
+            },
+            AuthStep::LoginPassword(user) => match String::from_utf8(bytes) {
+                Ok(pass) => self.auth_check(&user, &pass, out),
+                Err(_) => {
+                    out.extend_from_slice(reply::AUTH_BAD_INPUT);
+                    self.error(out)
+                }
+            },
+        }
+    }
+
+    fn auth_check(&mut self, user: &str, pass: &str, out: &mut Vec<u8>) -> Next {
+        let ok = self.users.as_ref().is_some_and(|u| u.verify(user, pass));
+        if ok {
+            self.auth_user = Some(user.to_string());
+            out.extend_from_slice(reply::AUTH_OK);
+            log::info!(
+                "SMTPSVC{}: {} authenticated as {user}",
+                self.vs.instance,
+                self.peer
+            );
+            Next::Continue
+        } else {
+            log::info!(
+                "SMTPSVC{}: failed AUTH from {} (user {:?})",
+                self.vs.instance,
+                self.peer,
+                user
+            );
+            self.auth_failed(out)
+        }
+    }
+
+    fn auth_failed(&mut self, out: &mut Vec<u8>) -> Next {
+        self.auth_failures += 1;
+        if let Some(l) = &self.limiter {
+            l.failure(self.peer);
+        }
+        // A growing delay per failure in this session: 1 s, 2 s, 4 s … at most 8 s.
+        self.penalty = Duration::from_secs(1u64 << (self.auth_failures - 1).min(3));
+        out.extend_from_slice(reply::AUTH_FAILED);
+        self.error(out)
     }
 
     /// Why a message cannot start now, if it cannot.
@@ -426,13 +704,22 @@ impl Session {
             self.session_left()
         };
         let helo = self.helo.clone().unwrap_or_default();
-        let protocol = if self.esmtp { "ESMTP" } else { "SMTP" };
+        // RFC 3848: ESMTP, ESMTPS (TLS), ESMTPA (AUTH), ESMTPSA (both).
+        let protocol = match (self.esmtp, self.tls.is_some(), self.auth_user.is_some()) {
+            (false, _, _) => "SMTP",
+            (true, false, false) => "ESMTP",
+            (true, true, false) => "ESMTPS",
+            (true, false, true) => "ESMTPA",
+            (true, true, true) => "ESMTPSA",
+        };
         let trace = Trace {
             helo: &helo,
             ip: self.peer,
             by: &self.vs.fqdn,
             protocol,
             id: &qid,
+            tls: self.tls.as_deref(),
+            auth: self.auth_user.as_deref(),
             at: Utc::now(),
         }
         .header();
@@ -957,5 +1244,90 @@ mod tests {
             Verdict::Commit,
             "BINARYMIME carries any octet"
         );
+    }
+
+    fn auth_session() -> (T, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!(
+            "mailroot-session-auth-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join("users");
+        crate::policy::users::save(
+            &path,
+            &[(
+                "scanner".into(),
+                crate::policy::users::hash("s3cret").unwrap(),
+            )],
+        )
+        .unwrap();
+        let mut vs = test_server();
+        vs.security.basic = true;
+        vs.security.plaintext_auth = true;
+        vs.max_smtp_errors = 100;
+        let users = Arc::new(Users::open(&path).unwrap());
+        let s = Session::new(Arc::new(vs), "127.0.0.2".parse().unwrap(), false)
+            .with_auth(users, Arc::new(Limiter::new()));
+        (T { s, out: Vec::new() }, dir)
+    }
+
+    #[test]
+    fn auth_exchanges_penalties_and_relay() {
+        let (mut t, dir) = auth_session();
+        assert!(t.reply("EHLO c").contains("250-AUTH LOGIN PLAIN\r\n"));
+        // Wrong password: 535 and a growing penalty.
+        let bad = base64::encode(b"\0scanner\0wrong");
+        for want in [1, 2, 4, 8, 8] {
+            assert_eq!(
+                t.reply(&format!("AUTH PLAIN {bad}")),
+                "535 5.7.8 Authentication credentials invalid\r\n"
+            );
+            assert_eq!(t.s.take_penalty(), Duration::from_secs(want));
+            assert_eq!(t.s.take_penalty(), Duration::ZERO, "taken once");
+        }
+        // LOGIN: the exchange lines are credentials, not commands.
+        assert_eq!(t.reply("AUTH LOGIN"), "334 VXNlcm5hbWU6\r\n");
+        assert!(t.s.in_auth_exchange());
+        assert_eq!(t.reply(&base64::encode(b"scanner")), "334 UGFzc3dvcmQ6\r\n");
+        assert_eq!(
+            t.reply(&base64::encode(b"s3cret")),
+            "235 2.7.0 Authentication successful\r\n"
+        );
+        assert!(!t.s.in_auth_exchange());
+        assert_eq!(t.s.auth_user(), Some("scanner"));
+        // RelayForAuth: the client (not in RelayIpList) may now relay.
+        t.reply("MAIL FROM:<a@b.test>");
+        assert_eq!(
+            t.reply("RCPT TO:<x@remote.test>"),
+            "250 2.1.5 x@remote.test\r\n"
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn auth_input_errors() {
+        let (mut t, dir) = auth_session();
+        t.reply("EHLO c");
+        assert_eq!(t.reply("AUTH PLAIN"), "334 \r\n");
+        assert_eq!(t.reply("*"), "501 5.7.0 Authentication cancelled\r\n");
+        assert_eq!(
+            t.reply("AUTH PLAIN ###"),
+            "501 5.5.2 Cannot decode the AUTH response\r\n"
+        );
+        assert_eq!(
+            t.reply("AUTH CRAM-MD5"),
+            "504 5.5.4 Unrecognized authentication type\r\n"
+        );
+        // An authzid other than the user is refused.
+        let other = base64::encode(b"admin\0scanner\0s3cret");
+        assert!(t.reply(&format!("AUTH PLAIN {other}")).starts_with("535 "));
+        // An AUTH line too long to be a command ends the exchange with 501.
+        t.reply("AUTH LOGIN");
+        t.out.clear();
+        t.s.line_too_long(&mut t.out);
+        assert_eq!(t.out, reply::AUTH_BAD_INPUT);
+        assert!(!t.s.in_auth_exchange());
+        let _ = std::fs::remove_dir_all(dir);
     }
 }
