@@ -21,6 +21,8 @@ use crate::smtp::session::{MessagePlan, Next, Session, Verdict};
 
 /// Read buffer size; a worker keeps its buffers from one connection to the next.
 pub const READ_BUF: usize = 64 * 1024;
+/// Bytes per second a client must keep up, on average, while sending message data.
+pub const MIN_DATA_RATE: u64 = 500;
 /// How often a waiting read looks at the shutdown flag.
 const TICK: Duration = Duration::from_millis(500);
 
@@ -394,6 +396,16 @@ impl Conn<'_> {
         }
     }
 
+    /// The deadline for the next bytes of message data: ConnectionTimeout of silence at most, and
+    /// for the data as a whole ConnectionTimeout plus one second per [`MIN_DATA_RATE`] bytes
+    /// received (as Postfix's smtpd_min_data_rate), so a client that drips a byte at a time is cut
+    /// off by the clock, not kept alive by each byte (RFC 5321 §4.5.3.2 timeouts as deadlines).
+    fn data_deadline(&self, started: Instant, received: u64) -> Instant {
+        let idle = Instant::now() + self.timeout;
+        let whole = started + self.timeout + Duration::from_secs(received / MIN_DATA_RATE);
+        idle.min(whole)
+    }
+
     /// After `220 Ready to start TLS`: whatever the client sent after STARTTLS came in plaintext and
     /// is thrown away, never executed inside TLS (CVE-2011-0411); then the handshake.
     fn start_tls(
@@ -461,6 +473,7 @@ impl Conn<'_> {
             return Ok(());
         };
         let mut scanner = DataScanner::new();
+        let mut received = 0u64;
         loop {
             let avail = &input.buf[input.start..input.end];
             match scanner.scan(avail, &mut |seg| intake.push(seg)) {
@@ -469,8 +482,9 @@ impl Conn<'_> {
                     break;
                 }
                 Scan::NeedMore => {
+                    received += avail.len() as u64;
                     input.start = input.end;
-                    let deadline = Instant::now() + self.timeout;
+                    let deadline = self.data_deadline(t0, received);
                     self.need(input, out, deadline, false)?;
                 }
             }
@@ -506,6 +520,7 @@ impl Conn<'_> {
             }
         }
         let mut left = size;
+        let mut received = 0u64;
         loop {
             let take = (left.min((input.end - input.start) as u64)) as usize;
             if !discard && let Some((i, _)) = chunked.as_mut() {
@@ -513,10 +528,11 @@ impl Conn<'_> {
             }
             input.start += take;
             left -= take as u64;
+            received += take as u64;
             if left == 0 {
                 break;
             }
-            let deadline = Instant::now() + self.timeout;
+            let deadline = self.data_deadline(t0, received);
             self.need(input, out, deadline, false)?;
         }
         let before = out.len();

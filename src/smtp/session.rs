@@ -23,6 +23,9 @@ use crate::policy::relay::{self, Decision};
 use crate::policy::users::Users;
 use crate::time::Utc;
 
+/// NOOP/RSET/VRFY/HELP commands a session may send before each further one counts as an error.
+pub const JUNK_LIMIT: u32 = 100;
+
 /// What the connection does after a command.
 #[derive(Debug)]
 pub enum Next {
@@ -134,6 +137,7 @@ pub struct Session {
     limiter: Option<Arc<Limiter>>,
     auth_failures: u32,
     penalty: Duration,
+    junk: u32,
     helo: Option<String>,
     esmtp: bool,
     tx: Option<Transaction>,
@@ -156,6 +160,7 @@ impl Session {
             limiter: None,
             auth_failures: 0,
             penalty: Duration::ZERO,
+            junk: 0,
             helo: None,
             esmtp: false,
             tx: None,
@@ -260,6 +265,17 @@ impl Session {
         }
     }
 
+    /// NOOP, RSET, VRFY and HELP move no mail: after [`JUNK_LIMIT`] of them each one counts as an
+    /// error (as Postfix's smtpd_junk_command_limit), so a flood ends with 421.
+    fn junk(&mut self, out: &mut Vec<u8>) -> Next {
+        self.junk += 1;
+        if self.junk > JUNK_LIMIT {
+            self.error(out)
+        } else {
+            Next::Continue
+        }
+    }
+
     /// A command line that exceeded 512 octets (already discarded by the connection).
     pub fn line_too_long(&mut self, out: &mut Vec<u8>) -> Next {
         if self.auth.take().is_some() {
@@ -355,11 +371,11 @@ impl Session {
             Command::Rset => {
                 self.tx = None;
                 out.extend_from_slice(reply::RSET);
-                Next::Continue
+                self.junk(out)
             }
             Command::Noop => {
                 out.extend_from_slice(reply::NOOP);
-                Next::Continue
+                self.junk(out)
             }
             Command::Quit => {
                 reply::closing(out, &self.vs.fqdn);
@@ -371,11 +387,11 @@ impl Session {
                 } else {
                     reply::vrfy(out, &format!("{}@{}", who, self.vs.default_domain));
                 }
-                Next::Continue
+                self.junk(out)
             }
             Command::Help => {
                 out.extend_from_slice(reply::HELP);
-                Next::Continue
+                self.junk(out)
             }
         }
     }
@@ -1329,5 +1345,31 @@ mod tests {
         assert_eq!(t.out, reply::AUTH_BAD_INPUT);
         assert!(!t.s.in_auth_exchange());
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn noop_flood_ends_in_421() {
+        let mut t = T::new(false);
+        t.reply("EHLO c");
+        for _ in 0..JUNK_LIMIT {
+            assert!(matches!(t.cmd("NOOP").1, Next::Continue));
+        }
+        let mut closed = false;
+        for _ in 0..20 {
+            if let (r, Next::Close) = t.cmd("NOOP") {
+                assert!(
+                    r.ends_with(
+                        "421 4.7.0 mx.local.test Too many errors, closing transmission channel\r\n"
+                    ),
+                    "{r}"
+                );
+                closed = true;
+                break;
+            }
+        }
+        assert!(
+            closed,
+            "MaxSmtpErrors junk commands past the limit close the session"
+        );
     }
 }
