@@ -279,3 +279,29 @@ fn relay_test_battery_with_local_and_null_senders() {
     }
     assert_nothing_written(&srv, c);
 }
+
+/// A client that claims to be us, or a local host, in HELO/EHLO gains nothing: relay is decided on
+/// the client's address (and AUTH), never on what it says its name is.
+#[test]
+fn helo_claiming_to_be_us_does_not_open_the_relay() {
+    let srv = Builder::new().key("MaxSmtpErrors", "1000").start();
+    for name in ["mx.mailroot.test", "localhost", "[127.0.0.1]", "local.test"] {
+        let mut c = connect_from("127.0.0.2", srv.addr());
+        assert_eq!(c.reply().code, 220);
+        c.ok(&format!("EHLO {name}"), 250);
+        c.ok("MAIL FROM:<postmaster@local.test>", 250);
+        expect(
+            &mut c,
+            "RCPT TO:<victim@remote.test>",
+            "550 5.7.1 Unable to relay for victim@remote.test",
+        );
+        c.ok(&format!("HELO {name}"), 250);
+        c.ok("MAIL FROM:<>", 250);
+        expect(
+            &mut c,
+            "RCPT TO:<victim@remote.test>",
+            "550 5.7.1 Unable to relay for victim@remote.test",
+        );
+        assert_nothing_written(&srv, c);
+    }
+}
