@@ -104,6 +104,7 @@ pub(crate) mod testutil {
                 users_file: PathBuf::from("users"),
                 relay_for_auth: true,
                 max_per_ip: 50,
+                reverse_dns: false,
             },
         }
     }

@@ -175,6 +175,11 @@ pub const SERVER_KEYS: &[KeyDef] = &[
         meaning: "1 = an authenticated client may relay to any domain",
     },
     KeyDef {
+        name: "EnableReverseDnsLookup",
+        default: "0",
+        meaning: "1 = look up each client's name (PTR, confirmed forward) for the Received header",
+    },
+    KeyDef {
         name: "MaxConnectionsPerIp",
         default: "50",
         meaning: "concurrent sessions per client address (addresses in RelayIpList are exempt)",

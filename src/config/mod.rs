@@ -520,6 +520,7 @@ fn build(
         users_file: r.parse("UsersFile", |v| parse_path(base, v))?,
         relay_for_auth: r.parse("RelayForAuth", parse_bool)?,
         max_per_ip: r.parse("MaxConnectionsPerIp", |v| parse_num::<u32>(v, 1))?,
+        reverse_dns: r.parse("EnableReverseDnsLookup", parse_bool)?,
     };
     Ok(VirtualServer {
         security,

@@ -240,6 +240,10 @@ impl VirtualServer {
                 "RelayForAuth",
                 u8::from(self.security.relay_for_auth).to_string(),
             ),
+            (
+                "EnableReverseDnsLookup",
+                u8::from(self.security.reverse_dns).to_string(),
+            ),
             ("MaxConnectionsPerIp", self.security.max_per_ip.to_string()),
             ("SmartHost", opt(&self.delivery.smart_host)),
             (
@@ -537,4 +541,6 @@ pub struct SecuritySettings {
     pub relay_for_auth: bool,
     /// MaxConnectionsPerIp.
     pub max_per_ip: u32,
+    /// EnableReverseDnsLookup.
+    pub reverse_dns: bool,
 }

@@ -119,6 +119,11 @@ impl Dns {
         o.attempts = attempts.max(1);
         // `ips` queries A and AAAA itself; this only matters if someone calls lookup_ip later.
         o.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
+        // Named servers (DnsServers) are the whole truth; the hosts file speaks only for the
+        // system's own configuration.
+        if !servers.is_empty() {
+            o.use_hosts_file = hickory_resolver::config::ResolveHosts::Never;
+        }
         let resolver = builder.build().map_err(|e| format!("DNS resolver: {e}"))?;
         Ok(Dns { resolver, rt })
     }
@@ -157,6 +162,35 @@ impl Dns {
         }
         keyed.sort_unstable();
         Ok(keyed.into_iter().map(|(p, _, h)| (p, h)).collect())
+    }
+
+    /// The PTR names of `ip`, without trailing dots.
+    pub fn ptr(&self, ip: IpAddr) -> Result<Vec<String>, DnsError> {
+        let lookup = self
+            .rt
+            .block_on(self.resolver.lookup(
+                reverse_name(ip),
+                hickory_resolver::proto::rr::RecordType::PTR,
+            ))
+            .map_err(classify)?;
+        Ok(lookup
+            .answers()
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::PTR(p) => Some(p.0.to_ascii().trim_end_matches('.').to_ascii_lowercase()),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// The client's name confirmed forward (a PTR name whose A/AAAA records include `ip`), as IIS's
+    /// EnableReverseDnsLookup and Postfix's reverse_client_name do; `None` when there is none.
+    pub fn confirmed_name(&self, ip: IpAddr) -> Option<String> {
+        let names = self.ptr(ip).ok()?;
+        names
+            .into_iter()
+            .take(5)
+            .find(|n| self.ips(n).is_ok_and(|addrs| addrs.contains(&ip)))
     }
 
     /// The IPv4 then IPv6 addresses of `host` (A and AAAA, asked at the same time). An IP literal is
@@ -253,6 +287,24 @@ fn absolute(name: &str) -> Result<String, DnsError> {
     Ok(format!("{bare}."))
 }
 
+/// The reverse-lookup name of `ip`: `4.3.2.1.in-addr.arpa.` or the nibble form under `ip6.arpa.`.
+pub fn reverse_name(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            format!("{}.{}.{}.{}.in-addr.arpa.", o[3], o[2], o[1], o[0])
+        }
+        IpAddr::V6(v6) => {
+            let mut s = String::with_capacity(72);
+            for b in v6.octets().iter().rev() {
+                s.push_str(&format!("{:x}.{:x}.", b & 0xf, b >> 4));
+            }
+            s.push_str("ip6.arpa.");
+            s
+        }
+    }
+}
+
 /// Maps hickory's error to ours: NXDOMAIN, "no records" (NOERROR, empty), or temporary.
 fn classify(e: NetError) -> DnsError {
     if e.is_nx_domain() {
@@ -281,6 +333,23 @@ fn random_u64() -> u64 {
     std::thread::current().id().hash(&mut h);
     COUNTER.fetch_add(1, Ordering::Relaxed).hash(&mut h);
     h.finish()
+}
+
+#[cfg(test)]
+mod reverse_tests {
+    use super::*;
+
+    #[test]
+    fn reverse_names() {
+        assert_eq!(
+            reverse_name("192.0.2.10".parse().unwrap()),
+            "10.2.0.192.in-addr.arpa."
+        );
+        assert_eq!(
+            reverse_name("2001:db8::1".parse().unwrap()),
+            "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa."
+        );
+    }
 }
 
 #[cfg(test)]

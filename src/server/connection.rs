@@ -129,6 +129,9 @@ pub fn serve(
     if let Some(d) = tls {
         session.tls_started(d);
     }
+    if let Some(dns) = &instance.dns {
+        session.set_client_name(Some(dns.confirmed_name(peer_ip)));
+    }
     let Buffers { input, out } = bufs;
     out.clear();
     let mut input = Input {

@@ -67,6 +67,8 @@ pub struct Instance {
     pub users: Arc<Users>,
     /// Failed-login brakes.
     pub auth_limiter: Arc<Limiter>,
+    /// The resolver for client names (EnableReverseDnsLookup).
+    pub dns: Option<Arc<crate::delivery::dns::Dns>>,
 }
 
 /// State every session sees.
@@ -174,6 +176,19 @@ impl Server {
                 per_ip: std::sync::Mutex::new(std::collections::HashMap::new()),
                 users: Arc::new(users),
                 auth_limiter: Arc::new(Limiter::new()),
+                dns: if vs.security.reverse_dns {
+                    let d = crate::delivery::dns::Dns::new(
+                        &vs.delivery.dns_servers,
+                        Duration::from_secs(3),
+                        1,
+                    )
+                    .map_err(|e| {
+                        StartError::Delivery(format!("DNS for EnableReverseDnsLookup: {e}"))
+                    })?;
+                    Some(Arc::new(d))
+                } else {
+                    None
+                },
             }));
         }
         let (logger, log_thread) = w3c::start(&config.servers).map_err(StartError::Io)?;

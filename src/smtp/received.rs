@@ -22,6 +22,8 @@ pub struct Trace<'a> {
     pub tls: Option<&'a str>,
     /// The authenticated user, when the client logged in.
     pub auth: Option<&'a str>,
+    /// EnableReverseDnsLookup: `Some(Some(name))` confirmed, `Some(None)` failed, `None` not asked.
+    pub rdns: Option<Option<&'a str>>,
     /// When the message arrived.
     pub at: Utc,
 }
@@ -47,10 +49,16 @@ impl Trace<'_> {
         } else {
             format!("\r\n\t({})", notes.join("; "))
         };
+        // IIS's forms: `(name [ip])`, `([ip] RDNS failed)`, or `([ip])` without the lookup.
+        let client = match self.rdns {
+            Some(Some(n)) => format!("{n} [{}]", self.ip),
+            Some(None) => format!("[{}] RDNS failed", self.ip),
+            None => format!("[{}]", self.ip),
+        };
         format!(
-            "Received: from {} ([{}]) by {} with {} id {}{};\r\n\t {}\r\n",
+            "Received: from {} ({}) by {} with {} id {}{};\r\n\t {}\r\n",
             self.helo,
-            self.ip,
+            client,
             self.by,
             self.protocol,
             self.id,
@@ -75,6 +83,7 @@ mod tests {
             id: "ABC",
             tls: None,
             auth: None,
+            rdns: None,
             at: Utc::from_unix(1_259_790_961, 0),
         };
         assert_eq!(
@@ -90,6 +99,35 @@ mod tests {
         assert_eq!(
             String::from_utf8(t.header()).unwrap(),
             "Received: from client.test ([127.0.0.1]) by mx.local.test with ESMTPSA id ABC\r\n\t(using TLSv1_3 TLS13_AES_256_GCM_SHA384; authenticated user scanner);\r\n\t Wed, 2 Dec 2009 21:56:01 +0000\r\n"
+        );
+    }
+
+    #[test]
+    fn reverse_dns_forms() {
+        let base = Trace {
+            helo: "HC-VM-PC",
+            ip: "127.0.0.2".parse().unwrap(),
+            by: "mx.local.test",
+            protocol: "ESMTP",
+            id: "ABC",
+            tls: None,
+            auth: None,
+            rdns: Some(None),
+            at: Utc::from_unix(1_259_790_961, 0),
+        };
+        assert!(
+            String::from_utf8(base.header())
+                .unwrap()
+                .starts_with("Received: from HC-VM-PC ([127.0.0.2] RDNS failed) by ")
+        );
+        let named = Trace {
+            rdns: Some(Some("pc.example.test")),
+            ..base
+        };
+        assert!(
+            String::from_utf8(named.header())
+                .unwrap()
+                .starts_with("Received: from HC-VM-PC (pc.example.test [127.0.0.2]) by ")
         );
     }
 }

@@ -138,6 +138,7 @@ pub struct Session {
     auth_failures: u32,
     penalty: Duration,
     junk: u32,
+    client_name: Option<Option<String>>,
     helo: Option<String>,
     esmtp: bool,
     tx: Option<Transaction>,
@@ -161,6 +162,7 @@ impl Session {
             auth_failures: 0,
             penalty: Duration::ZERO,
             junk: 0,
+            client_name: None,
             helo: None,
             esmtp: false,
             tx: None,
@@ -241,6 +243,12 @@ impl Session {
                 now
             ),
         );
+    }
+
+    /// The client's forward-confirmed reverse DNS name: `Some(None)` when the lookup was made and
+    /// failed (EnableReverseDnsLookup), `None` when no lookup was made.
+    pub fn set_client_name(&mut self, name: Option<Option<String>>) {
+        self.client_name = name;
     }
 
     /// The HELO/EHLO name, once given (the W3C log's cs-username).
@@ -736,6 +744,7 @@ impl Session {
             id: &qid,
             tls: self.tls.as_deref(),
             auth: self.auth_user.as_deref(),
+            rdns: self.client_name.as_ref().map(|n| n.as_deref()),
             at: Utc::now(),
         }
         .header();

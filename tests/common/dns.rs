@@ -81,6 +81,16 @@ impl DnsServerBuilder {
         self
     }
 
+    /// `ip PTR host` (the reverse name is derived from `ip`).
+    pub fn ptr(mut self, ip: std::net::IpAddr, host: &str) -> Self {
+        let rev = mailroot::delivery::dns::reverse_name(ip);
+        self.records.push((
+            key(&rev),
+            RData::PTR(hickory_resolver::proto::rr::rdata::PTR(name(host))),
+        ));
+        self
+    }
+
     /// Every question about `name` (any type) answers SERVFAIL.
     pub fn servfail(mut self, name: &str) -> Self {
         self.servfail.insert(key(name));

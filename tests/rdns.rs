@@ -1,0 +1,66 @@
+//! EnableReverseDnsLookup: the Received header names the client as IIS does, `(name [ip])` when the
+//! PTR name is confirmed by its own A record, `([ip] RDNS failed)` otherwise.
+
+mod common;
+use common::*;
+use std::fs;
+use std::net::{SocketAddr, TcpStream};
+
+fn connect_from(src: &str, dst: SocketAddr) -> Client {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let ip: std::net::IpAddr = src.parse().unwrap();
+    sock.bind(&SocketAddr::new(ip, 0).into()).unwrap();
+    sock.connect_timeout(&dst.into(), WAIT).unwrap();
+    let stream: TcpStream = sock.into();
+    Client::from_stream(stream)
+}
+
+fn received_of(srv: &Server, from: &str) -> String {
+    let mut c = connect_from(from, srv.addr());
+    assert_eq!(c.reply().code, 220);
+    c.ok("EHLO HC-VM-PC", 250);
+    let r = c.send_mail("a@b.test", &["u@local.test"], &message("rdns"));
+    assert_eq!(r.code, 250, "{r:?}");
+    c.ok("QUIT", 221);
+    let files = srv.files("Drop");
+    let text = fs::read_to_string(files.last().unwrap()).unwrap();
+    text.lines()
+        .find(|l| l.starts_with("Received: "))
+        .unwrap()
+        .to_string()
+}
+
+/// The failure forms. (The confirmed form, `(name [ip])`, cannot be reached on loopback: the
+/// resolver answers reverse lookups of 127.0.0.0/8 itself, as RFC 6761 asks, without asking the
+/// test server; src/smtp/received.rs tests that form.)
+#[test]
+fn unconfirmed_and_missing_names_say_rdns_failed() {
+    let dns = dns::DnsServer::builder()
+        .ptr("127.0.0.2".parse().unwrap(), "liar.test")
+        .a("liar.test", "127.0.0.9".parse().unwrap())
+        .start();
+    let srv = Builder::new()
+        .key("EnableReverseDnsLookup", "1")
+        .key("DnsServers", &dns.addr.to_string())
+        .start();
+    let r = received_of(&srv, "127.0.0.2");
+    assert!(
+        r.starts_with("Received: from HC-VM-PC ([127.0.0.2] RDNS failed) by "),
+        "{r}"
+    );
+    let r = received_of(&srv, "127.0.0.3");
+    assert!(
+        r.starts_with("Received: from HC-VM-PC ([127.0.0.3] RDNS failed) by "),
+        "no PTR: {r}"
+    );
+}
+
+#[test]
+fn without_the_lookup_only_the_address_is_shown() {
+    let srv = Builder::new().start();
+    let r = received_of(&srv, "127.0.0.1");
+    assert!(
+        r.starts_with("Received: from HC-VM-PC ([127.0.0.1]) by "),
+        "{r}"
+    );
+}
