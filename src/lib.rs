@@ -58,8 +58,8 @@ pub(crate) mod testutil {
             hop_count: 15,
             relay_ip_list: IpList::parse("127.0.0.1, ::1").unwrap(),
             ip_grant_by_default: true,
-            ip_deny: IpList::default(),
-            ip_grant: IpList::default(),
+            ip_deny: crate::policy::access::HostList::default(),
+            ip_grant: crate::policy::access::HostList::default(),
             log: LogSettings {
                 enabled: false,
                 directory: PathBuf::from("logs"),

@@ -142,3 +142,25 @@ fn a_huge_header_is_limited_by_the_message_size() {
     c.ok("NOOP", 250);
     assert!(srv.files("Drop").is_empty());
 }
+
+#[test]
+fn an_overlong_auth_blob_gets_501() {
+    let srv = Builder::new().start();
+    let mut c = srv.connect();
+    c.hello();
+    let mut line = b"AUTH PLAIN ".to_vec();
+    line.extend(std::iter::repeat_n(b'A', 20_000));
+    line.extend_from_slice(b"\r\n");
+    c.send(&line);
+    assert_eq!(
+        c.reply().last(),
+        "501 5.5.2 Cannot decode the AUTH response"
+    );
+    c.send(&[&b"NOOP "[..], &[b'x'; 600], b"\r\n"].concat());
+    assert_eq!(
+        c.reply().last(),
+        "500 5.5.2 Line too long",
+        "other long lines are still 500"
+    );
+    c.ok("NOOP", 250);
+}

@@ -64,3 +64,47 @@ fn without_the_lookup_only_the_address_is_shown() {
         "{r}"
     );
 }
+
+/// IPGrant/IPDeny with name entries: the decision waits for the client's confirmed name (looked up
+/// in the session thread, never in the acceptor); a client without a confirmed name matches only
+/// the address entries.
+#[test]
+fn connection_control_by_name() {
+    let dns = dns::DnsServer::builder()
+        .a("unused.test", "127.0.0.9".parse().unwrap())
+        .start();
+    let srv = Builder::new()
+        .key("IPGrantByDefault", "0")
+        .key("IPGrant", "127.0.0.1, *.trusted.test")
+        .key("DnsServers", &dns.addr.to_string())
+        .start();
+    let mut ok = connect_from("127.0.0.1", srv.addr());
+    assert_eq!(ok.reply().code, 220, "an address entry admits");
+    let mut refused = connect_from("127.0.0.2", srv.addr());
+    assert_eq!(refused.reply().last(), "554 5.7.1 Access denied");
+    assert_eq!(refused.read_to_end(), "", "then closed");
+    ok.ok("EHLO c", 250);
+
+    let srv = Builder::new()
+        .key("IPDeny", "*.untrusted.test, 127.0.0.3")
+        .key("DnsServers", &dns.addr.to_string())
+        .start();
+    let mut c = connect_from("127.0.0.2", srv.addr());
+    assert_eq!(
+        c.reply().code,
+        220,
+        "no confirmed name: a name entry does not match"
+    );
+    let mut d = connect_from("127.0.0.3", srv.addr());
+    assert_eq!(d.reply().last(), "554 5.7.1 Access denied");
+    let out = std::process::Command::new(bin())
+        .args(["check", "--config"])
+        .arg(srv.dir.path().join("smtpsvc.ini"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("IPDeny = 127.0.0.3, *.untrusted.test"),
+        "{text}"
+    );
+}

@@ -21,6 +21,7 @@ pub use settings::{
     SecuritySettings, SmartHostType, TlsPolicy, VirtualServer,
 };
 
+use crate::policy::access::HostList;
 use crate::policy::ipnet::IpList;
 use crate::smtp::address;
 use ini::{Entry, IniFile};
@@ -370,8 +371,8 @@ fn build(
     let hop_count = r.parse("HopCount", |v| parse_num::<u32>(v, 1))?;
     let relay_ip_list = r.parse("RelayIpList", IpList::parse)?;
     let ip_grant_by_default = r.parse("IPGrantByDefault", parse_bool)?;
-    let ip_deny = r.parse("IPDeny", IpList::parse)?;
-    let ip_grant = r.parse("IPGrant", IpList::parse)?;
+    let ip_deny = r.parse("IPDeny", HostList::parse)?;
+    let ip_grant = r.parse("IPGrant", HostList::parse)?;
     let log = LogSettings {
         enabled: r.parse("LogType", parse_bool)?,
         directory: r.parse("LogFileDirectory", |v| parse_path(base, v))?,

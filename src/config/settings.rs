@@ -5,6 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::policy::access::HostList;
 use crate::policy::ipnet::IpList;
 
 /// One listen endpoint from ServerBindings.
@@ -132,9 +133,9 @@ pub struct VirtualServer {
     /// IPGrantByDefault.
     pub ip_grant_by_default: bool,
     /// IPDeny.
-    pub ip_deny: IpList,
+    pub ip_deny: HostList,
     /// IPGrant.
-    pub ip_grant: IpList,
+    pub ip_grant: HostList,
     /// Protocol log.
     pub log: LogSettings,
     /// Delivery.

@@ -138,7 +138,9 @@ fn admit(
     let ip = canonical(peer.ip());
     let vs = &inst.vs;
     // The socket is still non-blocking: these one-line refusals never stall the acceptor.
-    if !access::may_connect(vs, ip) {
+    // With name entries in IPGrant/IPDeny the check waits for the client's name: the session thread
+    // looks it up and decides (the acceptor never waits for DNS).
+    if !access::needs_name(vs) && !access::may_connect(vs, ip, None) {
         log::info!(
             "SMTPSVC{}: connection from {ip} refused by connection control",
             vs.instance

@@ -129,8 +129,23 @@ pub fn serve(
     if let Some(d) = tls {
         session.tls_started(d);
     }
-    if let Some(dns) = &instance.dns {
-        session.set_client_name(Some(dns.confirmed_name(peer_ip)));
+    let name = instance.dns.as_ref().map(|dns| dns.confirmed_name(peer_ip));
+    if access::needs_name(&vs)
+        && !access::may_connect(&vs, peer_ip, name.as_ref().and_then(|n| n.as_deref()))
+    {
+        log::info!(
+            "SMTPSVC{}: connection from {peer_ip} refused by connection control",
+            vs.instance
+        );
+        let mut s = conn.stream.borrow_mut();
+        let _ = s
+            .write_all(crate::smtp::reply::ACCESS_DENIED)
+            .and_then(|_| s.flush());
+        s.close();
+        return;
+    }
+    if vs.security.reverse_dns {
+        session.set_client_name(name);
     }
     let Buffers { input, out } = bufs;
     out.clear();
@@ -280,7 +295,10 @@ impl Conn<'_> {
                     continue;
                 }
                 Line::TooLong => {
-                    // Drop the rest of the line, then answer once.
+                    // Drop the rest of the line, then answer once (the session wants to know
+                    // whether it was an AUTH line: an overlong credential gets 501).
+                    let head = &input.buf[input.start..input.end];
+                    let was_auth = head.len() >= 5 && head[..5].eq_ignore_ascii_case(b"AUTH ");
                     loop {
                         let avail = &input.buf[input.start..input.end];
                         if let Some(lf) = memchr::memchr(b'\n', avail) {
@@ -291,7 +309,7 @@ impl Conn<'_> {
                         self.need(input, out, deadline, false)?;
                     }
                     let before = out.len();
-                    let next = session.line_too_long(out);
+                    let next = session.line_too_long(was_auth, out);
                     self.log(
                         session,
                         b"-",

@@ -176,15 +176,13 @@ impl Server {
                 per_ip: std::sync::Mutex::new(std::collections::HashMap::new()),
                 users: Arc::new(users),
                 auth_limiter: Arc::new(Limiter::new()),
-                dns: if vs.security.reverse_dns {
+                dns: if vs.security.reverse_dns || crate::policy::access::needs_name(vs) {
                     let d = crate::delivery::dns::Dns::new(
                         &vs.delivery.dns_servers,
                         Duration::from_secs(3),
                         1,
                     )
-                    .map_err(|e| {
-                        StartError::Delivery(format!("DNS for EnableReverseDnsLookup: {e}"))
-                    })?;
+                    .map_err(|e| StartError::Delivery(format!("DNS for client names: {e}")))?;
                     Some(Arc::new(d))
                 } else {
                     None

@@ -285,8 +285,9 @@ impl Session {
     }
 
     /// A command line that exceeded 512 octets (already discarded by the connection).
-    pub fn line_too_long(&mut self, out: &mut Vec<u8>) -> Next {
-        if self.auth.take().is_some() {
+    /// `auth_line`: the line started with `AUTH ` (an overlong initial response).
+    pub fn line_too_long(&mut self, auth_line: bool, out: &mut Vec<u8>) -> Next {
+        if self.auth.take().is_some() || auth_line {
             out.extend_from_slice(reply::AUTH_BAD_INPUT);
             return self.error(out);
         }
@@ -1350,7 +1351,7 @@ mod tests {
         // An AUTH line too long to be a command ends the exchange with 501.
         t.reply("AUTH LOGIN");
         t.out.clear();
-        t.s.line_too_long(&mut t.out);
+        t.s.line_too_long(false, &mut t.out);
         assert_eq!(t.out, reply::AUTH_BAD_INPUT);
         assert!(!t.s.in_auth_exchange());
         let _ = std::fs::remove_dir_all(dir);
