@@ -399,7 +399,18 @@ impl Session {
                 self.junk(out)
             }
             Command::Help => {
-                out.extend_from_slice(reply::HELP);
+                // IIS's list, with STARTTLS and AUTH where this server offers them.
+                out.extend_from_slice(
+                    b"214-This server supports the following commands:\r\n214 HELO EHLO ",
+                );
+                if self.vs.security.tls.is_some() {
+                    out.extend_from_slice(b"STARTTLS ");
+                }
+                out.extend_from_slice(b"RCPT DATA RSET MAIL QUIT HELP ");
+                if self.vs.security.basic {
+                    out.extend_from_slice(b"AUTH ");
+                }
+                out.extend_from_slice(b"BDAT VRFY NOOP\r\n");
                 self.junk(out)
             }
         }
