@@ -256,11 +256,20 @@ impl Config {
     }
 }
 
-/// The entries of one section by lower-case key, rejecting unknown and repeated keys.
+/// The entries of a virtual server section by lower-case key.
 fn collect(path: &Path, s: &ini::Section) -> Result<HashMap<String, Entry>, ConfigError> {
+    collect_keys(path, s, keys::server_key)
+}
+
+/// The entries of one section by lower-case key, rejecting keys `table` does not know and repeats.
+fn collect_keys(
+    path: &Path,
+    s: &ini::Section,
+    table: fn(&str) -> Option<&'static keys::KeyDef>,
+) -> Result<HashMap<String, Entry>, ConfigError> {
     let mut m: HashMap<String, Entry> = HashMap::new();
     for e in &s.entries {
-        let def = keys::server_key(&e.key).ok_or_else(|| {
+        let def = table(&e.key).ok_or_else(|| {
             ConfigError::at(
                 path,
                 e.line,
@@ -562,27 +571,7 @@ fn build_domain(
     name: &str,
     s: &ini::Section,
 ) -> Result<DomainRoute, ConfigError> {
-    let mut m: HashMap<String, Entry> = HashMap::new();
-    for e in &s.entries {
-        let def = keys::domain_key(&e.key).ok_or_else(|| {
-            ConfigError::at(
-                path,
-                e.line,
-                Some(&e.key),
-                format!("unknown key in [{}]", s.name),
-            )
-        })?;
-        let lower = def.name.to_ascii_lowercase();
-        if let Some(prev) = m.get(&lower) {
-            return Err(ConfigError::at(
-                path,
-                e.line,
-                Some(&e.key),
-                format!("set twice in [{}] (first on line {})", s.name, prev.line),
-            ));
-        }
-        m.insert(lower, e.clone());
-    }
+    let m = collect_keys(path, s, keys::domain_key)?;
     let r = Reader {
         path,
         section_line: s.line,

@@ -2,4 +2,5 @@
 
 pub mod listener;
 pub mod pool;
+pub mod stream;
 pub mod tls;

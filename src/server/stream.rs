@@ -1,30 +1,17 @@
 //! A session's socket, plain or inside TLS (STARTTLS or an implicit TLS binding), behind one Read and
 //! Write so the connection loop does not care which.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::{ServerConfig, ServerConnection, StreamOwned};
 
-/// The socket.
-pub enum Stream {
-    /// Plain TCP.
-    Plain(TcpStream),
-    /// TLS over TCP.
-    Tls(Box<StreamOwned<ServerConnection, TcpStream>>),
-}
+/// A session's socket, plain or TLS.
+pub type Stream = crate::net::stream::Stream<ServerConnection>;
 
-impl Stream {
-    /// The TCP socket underneath (for timeouts and shutdown).
-    pub fn tcp(&self) -> &TcpStream {
-        match self {
-            Stream::Plain(s) => s,
-            Stream::Tls(s) => &s.sock,
-        }
-    }
-
+impl crate::net::stream::Stream<ServerConnection> {
     /// Runs the server side of a TLS handshake on `tcp`, with `timeout` for the whole of it.
     /// Returns the stream and "version cipher" for the Received header.
     pub fn accept_tls(
@@ -69,29 +56,5 @@ impl Stream {
             let _ = s.flush();
         }
         let _ = self.tcp().shutdown(std::net::Shutdown::Both);
-    }
-}
-
-impl Read for Stream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Stream::Plain(s) => s.read(buf),
-            Stream::Tls(s) => s.read(buf),
-        }
-    }
-}
-
-impl Write for Stream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Stream::Plain(s) => s.write(buf),
-            Stream::Tls(s) => s.write(buf),
-        }
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Stream::Plain(s) => s.flush(),
-            Stream::Tls(s) => s.flush(),
-        }
     }
 }
