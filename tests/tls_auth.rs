@@ -5,22 +5,19 @@
 //! nothing asserts on timing.
 
 mod common;
+use common::sink::TestCa;
 use common::*;
 
 use std::fs;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
-use rustls::pki_types::{CertificateDer, ServerName};
-use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection, StreamOwned};
 use socket2::{Domain, Protocol, Socket, Type};
 
 /// The server's name in the test configuration, and the name in its certificate.
@@ -28,79 +25,6 @@ const HOST: &str = "mx.mailroot.test";
 const USER: &str = "scanner";
 /// Short on purpose: its base64 form (12 characters) fits whole in any log field.
 const PASS: &str = "s3cr3t-pw";
-
-// ---------------------------------------------------------------------------------------------
-// A test certificate authority.
-
-/// A CA made for one test: it signs leaf certificates and a client trusts only it.
-struct TestCa {
-    issuer: Issuer<'static, KeyPair>,
-    der: CertificateDer<'static>,
-}
-
-/// A leaf certificate and its key, PEM.
-struct TlsCert {
-    cert_pem: String,
-    key_pem: String,
-}
-
-impl TlsCert {
-    /// Writes `cert.pem` and `key.pem` into `dir`.
-    fn write_pem(&self, dir: &Path) -> (PathBuf, PathBuf) {
-        let cert = dir.join("cert.pem");
-        let key = dir.join("key.pem");
-        fs::write(&cert, &self.cert_pem).unwrap();
-        fs::write(&key, &self.key_pem).unwrap();
-        (cert, key)
-    }
-}
-
-impl TestCa {
-    fn new() -> TestCa {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "mailroot test CA");
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let cert = params.self_signed(&key).unwrap();
-        TestCa {
-            der: cert.der().clone(),
-            issuer: Issuer::new(params, key),
-        }
-    }
-
-    /// A certificate for HOST signed by this CA.
-    fn leaf(&self) -> TlsCert {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(vec![HOST.to_string()]).unwrap();
-        params.distinguished_name.push(DnType::CommonName, HOST);
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        TlsCert {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-        }
-    }
-
-    /// A client configuration that trusts this CA and nothing else.
-    fn client_config(&self) -> Arc<ClientConfig> {
-        let mut roots = RootCertStore::empty();
-        roots.add(self.der.clone()).unwrap();
-        Arc::new(
-            ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_root_certificates(roots)
-                .with_no_client_auth(),
-        )
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // An SMTP client that can move into TLS.
@@ -318,24 +242,7 @@ impl Smtp {
 // Helpers.
 
 fn b64(data: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut s = String::new();
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                s.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                s.push('=');
-            }
-        }
-    }
-    s
+    mailroot::smtp::base64::encode(data)
 }
 
 /// The AUTH PLAIN response for `user` and `pass` (no authorization identity).
@@ -398,7 +305,7 @@ fn start(b: Builder, ca: Option<&TestCa>, user: bool) -> Server {
     let dir = TempDir::new("tlsauth");
     let b = match ca {
         Some(ca) => {
-            ca.leaf().write_pem(dir.path());
+            ca.leaf_for(&[HOST]).write_pem(dir.path());
             b.key("TlsCertificateFile", "cert.pem")
                 .key("TlsKeyFile", "key.pem")
         }
@@ -667,8 +574,8 @@ fn refused(dir: &TempDir, ini: &str, needle: &str) {
 fn bad_certificate_or_key_files_are_start_up_errors() {
     let ca = TestCa::new();
     let dir = TempDir::new("badcert");
-    ca.leaf().write_pem(dir.path());
-    let other = ca.leaf();
+    ca.leaf_for(&[HOST]).write_pem(dir.path());
+    let other = ca.leaf_for(&[HOST]);
     fs::write(dir.path().join("other-key.pem"), &other.key_pem).unwrap();
     fs::write(dir.path().join("garbage-key.pem"), "this is not a key\n").unwrap();
     let with = |cert: &str, key: &str| {
