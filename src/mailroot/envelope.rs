@@ -122,8 +122,7 @@ impl Envelope {
                 .trim();
             let (addr, params) = match value.strip_prefix('<') {
                 Some(r) => {
-                    let end = r
-                        .rfind('>')
+                    let end = closing_bracket(r)
                         .ok_or_else(|| BlockError(format!("missing '>' in `{value}`")))?;
                     (&r[..end], r[end + 1..].trim())
                 }
@@ -203,6 +202,23 @@ impl Envelope {
         }
         Ok((env, pos))
     }
+}
+
+/// The `>` that closes an address: the first one outside a quoted local part (a `>` may appear in a
+/// quoted local part, and in xtext parameters after the address).
+fn closing_bracket(s: &str) -> Option<usize> {
+    let mut quoted = false;
+    let mut escaped = false;
+    for (i, c) in s.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            '>' if !quoted => return Some(i),
+            _ => {}
+        }
+    }
+    None
 }
 
 fn line(s: &mut String, name: &str, addr: &str, params: &str) {
@@ -316,5 +332,22 @@ mod tests {
             String::from_utf8(null.block(true)).unwrap(),
             "x-sender: <>\r\nx-receiver: u@local.test\r\n"
         );
+    }
+
+    #[test]
+    fn brackets_in_parameters_and_quoted_local_parts() {
+        let e = Envelope {
+            sender: "s@b.test".into(),
+            envid: Some("x>y".into()),
+            recipients: vec![Recipient {
+                address: "\"a>b\"@b.test".into(),
+                local: false,
+                notify: None,
+                orcpt: Some("rfc822;a>b".into()),
+            }],
+            ..Default::default()
+        };
+        let (back, _) = Envelope::parse_block(&e.block(false)).unwrap();
+        assert_eq!(back, e);
     }
 }

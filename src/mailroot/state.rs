@@ -130,7 +130,7 @@ impl State {
                 s,
                 "rcpt: {} {} | {} | {}{dsn}",
                 r.status.as_str(),
-                r.address,
+                escape(&r.address),
                 r.reply,
                 r.remote
             );
@@ -173,7 +173,7 @@ impl State {
                         _ => return Err(format!("line {}: status `{status}`", i + 1)),
                     };
                     st.recipients.push(RcptState {
-                        address: address.to_string(),
+                        address: unescape(address),
                         status,
                         reply: parts.next().unwrap_or("").to_string(),
                         remote: parts.next().unwrap_or("").to_string(),
@@ -185,6 +185,16 @@ impl State {
         }
         Ok(st)
     }
+}
+
+/// Addresses may hold `|` (in a quoted local part), the file's separator: `%` and `|` are written
+/// as `%25` and `%7C`.
+fn escape(address: &str) -> String {
+    address.replace('%', "%25").replace('|', "%7C")
+}
+
+fn unescape(s: &str) -> String {
+    s.replace("%7C", "|").replace("%25", "%")
 }
 
 #[cfg(test)]
@@ -217,5 +227,18 @@ mod tests {
             Some(Status::Pending)
         );
         assert!(State::parse("bogus: 1\n").is_err());
+    }
+
+    #[test]
+    fn addresses_with_the_separator_survive() {
+        let mut st = State::new(["\"a | b%7C\"@b.test"]);
+        st.set(
+            "\"a | b%7C\"@b.test",
+            Status::Done,
+            "250 2.0.0 Ok",
+            "mx.b.test",
+        );
+        let back = State::parse(&st.to_text()).unwrap();
+        assert_eq!(back, st);
     }
 }
