@@ -164,3 +164,62 @@ fn an_overlong_auth_blob_gets_501() {
     );
     c.ok("NOOP", 250);
 }
+
+/// A client that pipelines thousands of EHLOs without reading the replies cannot make the server
+/// hold them all: they are written as they pile up, so the client's own socket fills and it is the
+/// one that waits. The server answers everything in order and serves others meanwhile.
+#[test]
+fn pipelined_ehlo_flood_is_answered_in_order_without_hoarding() {
+    let srv = Builder::new().start();
+    let mut c = srv.connect();
+    assert_eq!(c.reply().code, 220);
+    let n = 5000;
+    let flood = "EHLO a\r\n".repeat(n);
+    let mut writer = c.stream.try_clone().unwrap();
+    let sender = std::thread::spawn(move || writer.write_all(flood.as_bytes()).is_ok());
+    // Meanwhile another client is served.
+    let mut other = srv.connect();
+    other.hello();
+    other.ok("NOOP", 250);
+    for i in 0..n {
+        let r = c.reply();
+        assert_eq!(r.code, 250, "reply {i}");
+        assert_eq!(r.lines.last().map(String::as_str), Some("OK"));
+    }
+    assert!(sender.join().unwrap());
+    c.ok("QUIT", 221);
+}
+
+/// Memory stays bounded when clients pipeline floods and never read: 20 sessions each send 64 KiB
+/// of EHLO (1.5 MB of replies each if the server held them all).
+#[cfg(target_os = "linux")]
+#[test]
+fn unread_reply_floods_do_not_grow_the_server() {
+    let srv = Builder::new().key("ConnectionTimeout", "30").start();
+    let pid = srv.child.as_ref().unwrap().id();
+    let rss = || -> u64 {
+        let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        s.lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let before = rss();
+    let flood = "EHLO a\r\n".repeat(8192);
+    let mut clients = Vec::new();
+    for _ in 0..20 {
+        let mut c = srv.connect();
+        c.stream
+            .set_write_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let _ = c.stream.write_all(flood.as_bytes());
+        clients.push(c);
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let after = rss();
+    assert!(
+        after < before + 48 * 1024,
+        "server grew from {before} kB to {after} kB holding replies nobody reads"
+    );
+    drop(clients);
+}

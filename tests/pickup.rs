@@ -297,3 +297,38 @@ fn links_and_folders_in_pickup_are_left_alone() {
     assert!(outside.exists());
     assert!(pickup.join("sub.eml").is_dir());
 }
+
+/// A hard link in Pickup to a file elsewhere is not read: its content could be anything the writer
+/// of the folder should not see sent (the same check refuses a link swapped in after listing).
+#[cfg(unix)]
+#[test]
+fn hard_links_in_pickup_are_refused() {
+    let srv = server();
+    let outside = srv.dir.path().join("secret.eml");
+    fs::write(
+        &outside,
+        "X-Sender: a@local.test\r\nX-Receiver: b@local.test\r\n\r\nsecret\r\n",
+    )
+    .unwrap();
+    fs::hard_link(&outside, srv.folder("Pickup").join("linked.eml")).unwrap();
+    let badmail = srv.folder("Badmail");
+    assert!(wait_until(|| fs::read_dir(&badmail)
+        .unwrap()
+        .flatten()
+        .any(|e| e.path().extension().is_some_and(|x| x == "bdr"))));
+    let bdr = fs::read_dir(&badmail)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "bdr"))
+        .unwrap();
+    let text = fs::read_to_string(&bdr).unwrap();
+    assert!(text.contains("hard links"), "{text}");
+    let bad = fs::read(bdr.with_extension("bad")).unwrap();
+    assert!(
+        !String::from_utf8_lossy(&bad).contains("secret"),
+        "the linked content is not copied"
+    );
+    assert!(srv.files("Drop").is_empty());
+    assert!(outside.exists(), "the outside file is untouched");
+}

@@ -132,7 +132,14 @@ fn take(vs: &VirtualServer, store: &Store, file: &Path) -> bool {
     let raw = match read_limited(&claimed, vs) {
         Ok(r) => r,
         Err(reason) => {
-            let raw = fs::read(&claimed).unwrap_or_default();
+            // Never follow what may be a link: a file that cannot be read plainly is recorded
+            // empty, with the reason.
+            let raw = crate::os::open_plain_file(&claimed)
+                .and_then(|mut f| {
+                    let mut v = Vec::new();
+                    std::io::Read::read_to_end(&mut f, &mut v).map(|_| v)
+                })
+                .unwrap_or_default();
             to_badmail(store, &qid, &raw, &claimed, &reason, file);
             return true;
         }
@@ -165,7 +172,13 @@ fn take(vs: &VirtualServer, store: &Store, file: &Path) -> bool {
 }
 
 fn read_limited(path: &Path, vs: &VirtualServer) -> Result<Vec<u8>, String> {
-    let len = fs::metadata(path)
+    use std::io::Read;
+    // Whatever the name now points at, only a plain file is read (a link swapped in after the
+    // folder was listed is refused here, not followed).
+    let mut f =
+        crate::os::open_plain_file(path).map_err(|e| format!("cannot read the file: {e}"))?;
+    let len = f
+        .metadata()
         .map_err(|e| format!("cannot read the file: {e}"))?
         .len();
     // The file carries X-Sender/X-Receiver lines and maybe dot-stuffing on top of the message.
@@ -175,7 +188,10 @@ fn read_limited(path: &Path, vs: &VirtualServer) -> Result<Vec<u8>, String> {
             "The message is {len} bytes; MaxMessageSize is {max}."
         ));
     }
-    fs::read(path).map_err(|e| format!("cannot read the file: {e}"))
+    let mut raw = Vec::with_capacity(len as usize);
+    f.read_to_end(&mut raw)
+        .map_err(|e| format!("cannot read the file: {e}"))?;
+    Ok(raw)
 }
 
 fn to_badmail(store: &Store, qid: &str, raw: &[u8], claimed: &Path, reason: &str, original: &Path) {

@@ -30,6 +30,20 @@ pub fn hostname() -> String {
     }
 }
 
+/// Opens `path` for reading only if it is a plain file: not a symbolic link (the open itself
+/// refuses to follow one where the system allows, so no check-then-open race) and, on Unix, with no
+/// other hard links. Used for Pickup, where anyone who can write the folder could otherwise make
+/// mailroot read a file outside it.
+pub fn open_plain_file(path: &Path) -> io::Result<std::fs::File> {
+    imp::open_plain_file(path)
+}
+
+/// Makes a file readable by its owner only (Unix 0600); a no-op on Windows, where the folder's ACL
+/// decides.
+pub fn restrict_to_owner(path: &Path) -> io::Result<()> {
+    imp::restrict_to_owner(path)
+}
+
 /// Calls `f` once when the process is asked to stop (SIGINT/SIGTERM on Unix, Ctrl-C/Ctrl-Break/close
 /// on Windows). Further signals after the first are passed to `f` again; it must be idempotent.
 pub fn on_shutdown<F: FnMut() + Send + 'static>(f: F) -> io::Result<()> {

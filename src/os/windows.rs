@@ -30,3 +30,23 @@ pub fn hostname() -> String {
         _ => name,
     }
 }
+
+/// FILE_FLAG_OPEN_REPARSE_POINT: open a link itself rather than its target.
+const FILE_FLAG_OPEN_REPARSE_POINT: u32 = 0x0020_0000;
+
+pub fn open_plain_file(path: &Path) -> io::Result<std::fs::File> {
+    let f = OpenOptions::new()
+        .read(true)
+        .custom_flags(FILE_FLAG_OPEN_REPARSE_POINT)
+        .open(path)?;
+    let m = f.metadata()?;
+    if !m.file_type().is_file() || m.file_type().is_symlink() {
+        return Err(io::Error::other("not a regular file"));
+    }
+    Ok(f)
+}
+
+pub fn restrict_to_owner(_path: &Path) -> io::Result<()> {
+    // Windows grants by ACL: the folder's inherited ACL decides; document it instead.
+    Ok(())
+}

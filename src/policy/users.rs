@@ -93,6 +93,8 @@ pub fn save(path: &Path, users: &[(String, String)]) -> Result<(), UsersError> {
         let mut f = fs::File::create(&tmp)?;
         f.write_all(text.as_bytes())?;
         f.sync_all()?;
+        // Hashes are slow to attack, not impossible: only the owner reads the file.
+        crate::os::restrict_to_owner(&tmp)?;
         fs::rename(&tmp, path)
     };
     write().map_err(|e| UsersError(format!("{}: {e}", path.display())))

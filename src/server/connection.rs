@@ -21,6 +21,8 @@ use crate::smtp::session::{MessagePlan, Next, Session, Verdict};
 
 /// Read buffer size; a worker keeps its buffers from one connection to the next.
 pub const READ_BUF: usize = 64 * 1024;
+/// Reply bytes held back for pipelining before they are written anyway.
+const MAX_PENDING_REPLIES: usize = 64 * 1024;
 /// Bytes per second a client must keep up, on average, while sending message data.
 pub const MIN_DATA_RATE: u64 = 500;
 /// How often a waiting read looks at the shutdown flag.
@@ -159,6 +161,8 @@ pub fn serve(
         Ok(()) | Err(Stop::Close) | Err(Stop::Gone) => {}
     }
     let _ = conn.flush(out);
+    // The thread keeps its buffers for the next session, but not a flood's worth of them.
+    out.shrink_to(16 * 1024);
     conn.stream.borrow_mut().close();
 }
 
@@ -390,6 +394,11 @@ impl Conn<'_> {
             };
             input.start += n;
             deadline = Instant::now() + self.timeout;
+            // Replies wait for the input to drain, but not without bound: a client that pipelines
+            // thousands of EHLOs and never reads gets them written now (and blocks, not us).
+            if out.len() > MAX_PENDING_REPLIES {
+                self.flush(out)?;
+            }
             let (next, query, verb) = next;
             match next {
                 Next::Continue => {}

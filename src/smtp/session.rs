@@ -649,11 +649,11 @@ impl Session {
             );
             Next::Continue
         } else {
+            // The name tried is not logged: users sometimes type a password there.
             log::info!(
-                "SMTPSVC{}: failed AUTH from {} (user {:?})",
+                "SMTPSVC{}: failed AUTH from {}",
                 self.vs.instance,
-                self.peer,
-                user
+                self.peer
             );
             self.auth_failed(out)
         }
