@@ -193,7 +193,8 @@ impl Store {
     /// Writes `Badmail/<id>.bad` (the message) and `Badmail/<id>.bdr` (the reason) durably.
     pub fn badmail(&self, id: &str, bad: &[u8], bdr: &str) -> Result<PathBuf, StoreError> {
         let mut done = Vec::new();
-        for (ext, bytes) in [("bdr", bdr.as_bytes()), ("bad", bad)] {
+        // The message first, the reason last: a .bdr in Badmail means its .bad is there too.
+        for (ext, bytes) in [("bad", bad), ("bdr", bdr.as_bytes())] {
             let temp = self.sort_temp.join(format!("{id}.{ext}.tmp"));
             write_synced(&temp, bytes)?;
             let dest = self.badmail.join(format!("{id}.{ext}"));
@@ -208,7 +209,7 @@ impl Store {
             done.push(dest);
         }
         crate::os::sync_dir(&self.badmail).map_err(err("fsync folder", &self.badmail))?;
-        Ok(done.pop().unwrap_or_default())
+        Ok(done.into_iter().next().unwrap_or_default())
     }
 
     /// Removes what a crash left in SortTemp (files that never got their 250). Returns how many.

@@ -167,14 +167,35 @@ pub fn serve(
 }
 
 impl Conn<'_> {
+    /// Writes the pending replies within one ConnectionTimeout in all: a client that reads a byte
+    /// now and then cannot hold the session by keeping each single write alive.
     fn flush(&self, out: &mut Vec<u8>) -> Result<(), Stop> {
-        if !out.is_empty() {
-            let mut s = self.stream.borrow_mut();
-            let r = s.write_all(out).and_then(|_| s.flush());
-            out.clear();
-            r.map_err(|_| Stop::Gone)?;
+        if out.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        let deadline = Instant::now() + self.timeout;
+        let mut s = self.stream.borrow_mut();
+        let mut done = 0;
+        let result = loop {
+            if done == out.len() {
+                break s.flush();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break Err(io::Error::new(io::ErrorKind::TimedOut, "write deadline"));
+            }
+            if let Err(e) = s.tcp().set_write_timeout(Some(left)) {
+                break Err(e);
+            }
+            match s.write(&out[done..]) {
+                Ok(0) => break Err(io::Error::new(io::ErrorKind::WriteZero, "closed")),
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
+            }
+        };
+        out.clear();
+        result.map_err(|_| Stop::Gone)
     }
 
     /// Writes pending replies, then waits for more input until `deadline`. With `may_stop`, a
