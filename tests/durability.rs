@@ -301,6 +301,105 @@ fn pipelined_messages_acknowledged_before_kill9_are_complete() {
     }
 }
 
+/// Many sessions committing at once share flushes (group commit): still, every message whose 250
+/// reached its client is complete when the process is killed in the middle of the traffic, and
+/// nothing else is in Drop but whole messages.
+#[test]
+fn concurrent_sessions_acknowledged_before_kill9_are_complete() {
+    const SESSIONS: usize = 12;
+    const PER_SESSION: usize = 40;
+    let mut srv = Builder::new().start();
+    let addr = srv.addr();
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(String, String)>::new()));
+    let clients: Vec<_> = (0..SESSIONS)
+        .map(|s| {
+            let acked = acked.clone();
+            std::thread::spawn(move || {
+                let Ok(stream) = TcpStream::connect_timeout(&addr, WAIT) else {
+                    return;
+                };
+                stream.set_read_timeout(Some(WAIT)).unwrap();
+                let mut w = stream.try_clone().unwrap();
+                let mut r = BufReader::new(stream);
+                let mut say = |line: &str, want: u16, r: &mut BufReader<TcpStream>| {
+                    if w.write_all(line.as_bytes()).is_err() {
+                        return None;
+                    }
+                    match read_reply(r) {
+                        Some((code, l)) if code == want => Some(l),
+                        _ => None,
+                    }
+                };
+                if read_reply(&mut r).map(|x| x.0) != Some(220)
+                    || say("EHLO client.test\r\n", 250, &mut r).is_none()
+                {
+                    return;
+                }
+                for k in 0..PER_SESSION {
+                    let tag = format!("c{s}-{k}");
+                    let msg = big_message(&tag, 2_000 + (s * 7 + k * 13) % 5_000);
+                    let data = format!("{msg}\r\n.\r\n");
+                    let ok = say("MAIL FROM:<s@example.test>\r\n", 250, &mut r)
+                        .and_then(|_| say(&format!("RCPT TO:<{tag}@local.test>\r\n"), 250, &mut r))
+                        .and_then(|_| say("DATA\r\n", 354, &mut r))
+                        .and_then(|_| say(&data, 250, &mut r));
+                    match ok {
+                        Some(line) => acked.lock().unwrap().push((queued_id(&line), tag)),
+                        None => return, // killed
+                    }
+                }
+            })
+        })
+        .collect();
+    // Kill once a fair share of the traffic is acknowledged, with sessions still mid-message.
+    assert!(
+        eventually(|| acked.lock().unwrap().len() >= SESSIONS * PER_SESSION / 3),
+        "only {} messages acknowledged",
+        acked.lock().unwrap().len()
+    );
+    srv.kill9();
+    for c in clients {
+        c.join().unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(
+        acked.len() < SESSIONS * PER_SESSION,
+        "killed too late to mean anything"
+    );
+    let sizes = |tag: &str| {
+        let (s, k) = tag[1..].split_once('-').unwrap();
+        let (s, k): (usize, usize) = (s.parse().unwrap(), k.parse().unwrap());
+        2_000 + (s * 7 + k * 13) % 5_000
+    };
+    for (id, tag) in &acked {
+        let to = format!("{tag}@local.test");
+        let msg = big_message(tag, sizes(tag));
+        assert_complete(
+            &committed(&srv, "Drop", id),
+            "s@example.test",
+            &[to.as_str()],
+            &msg,
+        );
+    }
+    for f in srv.files("Drop") {
+        let text = fs::read_to_string(&f).unwrap();
+        let tag = text
+            .lines()
+            .nth(1)
+            .and_then(|l| l.strip_prefix("x-receiver: "))
+            .and_then(|r| r.strip_suffix("@local.test"))
+            .unwrap_or_else(|| panic!("{}: {:?}", f.display(), &text[..text.len().min(200)]))
+            .to_string();
+        let to = format!("{tag}@local.test");
+        assert_complete(
+            &f,
+            "s@example.test",
+            &[to.as_str()],
+            &big_message(&tag, sizes(&tag)),
+        );
+    }
+}
+
 #[test]
 fn leftovers_in_sort_temp_are_removed_at_start_up() {
     let dir = TempDir::new("leftovers");

@@ -1,12 +1,12 @@
 //! The delivery service of one Queue folder: a dispatcher thread that hands due messages to a pool of
-//! delivery threads (at most MaxOutConnections), a thread that takes in the identifiers of newly
-//! committed messages, and the Pickup thread. Connections per destination are limited by
+//! delivery threads (at most MaxOutConnections), and the Pickup thread. Newly committed messages are
+//! scheduled by the commit thread itself, from the envelope it just wrote. Connections per destination are limited by
 //! MaxOutConnectionsPerDomain; a thread that finished a message on an open connection carries on with
 //! the next due message for the same destination, up to MaxBatchedMessages.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -187,6 +187,22 @@ impl Engine {
         keys
     }
 
+    /// Schedules a message just committed (told by the commit thread, with its envelope block): due now.
+    fn enqueue_new(&self, id: &str, block: &[u8]) {
+        let keys = Envelope::parse_block(block)
+            .map(|(e, _)| self.keys(&e, None))
+            .unwrap_or_default();
+        self.schedule(id, SystemTime::now(), keys);
+    }
+
+    fn schedule(&self, id: &str, due: SystemTime, keys: Vec<String>) {
+        let mut s = self.sched.lock().unwrap_or_else(|p| p.into_inner());
+        if !s.contains(id) {
+            s.add(id, due, keys);
+            self.wake.notify_all();
+        }
+    }
+
     /// Puts `id` in the schedule: due at its state's next attempt, or now.
     fn enqueue(&self, id: &str) {
         let path = self.store.queue_file(id);
@@ -210,11 +226,7 @@ impl Engine {
             .as_ref()
             .map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs(s.next_attempt))
             .unwrap_or_else(SystemTime::now);
-        let mut s = self.sched.lock().unwrap_or_else(|p| p.into_inner());
-        if !s.contains(id) {
-            s.add(id, due, keys);
-            self.wake.notify_all();
-        }
+        self.schedule(id, due, keys);
     }
 
     /// Ends an attempt (see `Scheduler::finished`).
@@ -265,19 +277,28 @@ impl Service {
         let dns =
             Dns::new(&d.dns_servers, Duration::from_secs(5), 2).map_err(|e| format!("DNS: {e}"))?;
         let tls = ClientTls::new(d.ca_file.as_deref())?;
-        let (tx, rx) = crossbeam_channel::unbounded::<String>();
-        let store = store.with_notify(tx);
-        let engine = Arc::new(Engine {
-            vs: vs.clone(),
-            store: store.clone(),
-            dns,
-            tls,
-            sched: Mutex::new(Scheduler::new()),
-            wake: Condvar::new(),
-            slots: Arc::new(Slots::default()),
-            idle: Mutex::new(Vec::new()),
-            stopping: AtomicBool::new(false),
+        // The store tells the engine about new Queue files; a weak reference, so that the engine
+        // (which holds the store) and the store's commit thread can both end.
+        let engine = Arc::new_cyclic(|me: &Weak<Engine>| {
+            let me = me.clone();
+            let store = store.with_notify(Arc::new(move |id: &str, block: &[u8]| {
+                if let Some(e) = me.upgrade() {
+                    e.enqueue_new(id, block);
+                }
+            }));
+            Engine {
+                vs: vs.clone(),
+                store,
+                dns,
+                tls,
+                sched: Mutex::new(Scheduler::new()),
+                wake: Condvar::new(),
+                slots: Arc::new(Slots::default()),
+                idle: Mutex::new(Vec::new()),
+                stopping: AtomicBool::new(false),
+            }
         });
+        let store = engine.store.clone();
         let mut threads = Vec::new();
 
         // Resume what is queued.
@@ -293,17 +314,6 @@ impl Service {
         for id in &ids {
             engine.enqueue(id);
         }
-
-        // New messages from the SMTP side, Pickup and reports.
-        let e = engine.clone();
-        threads.push(spawn("queue-intake", move || {
-            while let Ok(id) = rx.recv() {
-                if e.stopping() {
-                    break;
-                }
-                e.enqueue(&id);
-            }
-        })?);
 
         // The dispatcher: hands due messages to the delivery threads.
         let e = engine.clone();
@@ -364,10 +374,6 @@ impl Service {
         self.engine.slots.free.notify_all();
         self.engine.close_idle(None);
         for t in self.threads {
-            // The intake thread ends when the last store clone (and its sender) is gone; don't wait.
-            if t.thread().name() == Some("queue-intake") {
-                continue;
-            }
             let _ = t.join();
         }
     }

@@ -148,8 +148,10 @@ impl Writer {
     fn run(mut self, rx: Receiver<Record>) {
         while let Ok(r) = rx.recv() {
             self.write(&r);
-            // Drain what is queued, then flush once: lines reach the file promptly without a write
-            // per record under load.
+            // Let the burst gather, then write it at once: a message is five or six lines, and one
+            // wake-up and one write per line was a tenth of the server's CPU. Lines still reach the
+            // file within a moment (IIS itself buffers far longer).
+            std::thread::sleep(GATHER);
             loop {
                 match rx.try_recv() {
                     Ok(r) => self.write(&r),
@@ -286,6 +288,9 @@ impl Writer {
         })
     }
 }
+
+/// How long the writer lets log lines gather before writing them.
+const GATHER: std::time::Duration = std::time::Duration::from_millis(50);
 
 fn size_index(name: &str) -> u32 {
     name.trim_start_matches("extend")

@@ -2,6 +2,7 @@
 //! commit into Queue and Drop. docs/mailroot.md describes every file.
 
 pub mod badmail;
+pub mod commit;
 pub mod envelope;
 pub mod id;
 pub mod pickup;

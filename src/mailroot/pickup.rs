@@ -8,6 +8,9 @@
 //!    `store`, exactly as SMTP mail, or write it to Badmail with the reason,
 //! 3. remove the claimed file.
 //!
+//! Up to 64 files are claimed and handed to the commit thread before Pickup waits for them, so a
+//! full folder costs a few flushes per batch rather than two per file.
+//!
 //! After a crash, a `<id>.claimed` file whose `<id>` is already in Queue, Drop or Badmail is removed
 //! (step 3 was missed); any other goes back to `Pickup/<id>.eml` (step 2 was missed). So a message is
 //! never in Pickup and in Queue at once, and never nowhere. File names in the mailroot come from
@@ -17,6 +20,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use super::commit::Pending;
 use super::envelope::Envelope;
 use super::id;
 use super::pickup_file;
@@ -100,6 +104,9 @@ fn eligible(path: &Path, settle: Duration, now: SystemTime) -> bool {
     }
 }
 
+/// Messages handed to the commit thread before Pickup waits for them: they share its flushes.
+const IN_FLIGHT: usize = 64;
+
 /// Takes every eligible file once. Returns how many were taken.
 pub fn scan_once(vs: &VirtualServer, store: &Store) -> usize {
     let Ok(dir) = fs::read_dir(&vs.dirs.pickup) else {
@@ -113,21 +120,77 @@ pub fn scan_once(vs: &VirtualServer, store: &Store) -> usize {
         .collect();
     files.sort();
     let mut n = 0;
+    let mut committing = Vec::with_capacity(IN_FLIGHT);
     for f in files {
-        if take(vs, store, &f) {
-            n += 1;
+        match take(vs, store, &f) {
+            Taken::No => {}
+            Taken::Done => n += 1,
+            Taken::Committing(c) => {
+                committing.push(c);
+                if committing.len() == IN_FLIGHT {
+                    n += settle(vs, committing.drain(..));
+                }
+            }
+        }
+    }
+    n + settle(vs, committing.drain(..))
+}
+
+/// What became of one file.
+enum Taken {
+    /// Left where it was (someone else has it, or it is still being written).
+    No,
+    /// Dealt with (sent to Badmail).
+    Done,
+    /// Its message is with the commit thread.
+    Committing(Committing),
+}
+
+/// A claimed file whose message is being committed.
+struct Committing {
+    pending: Pending,
+    claimed: PathBuf,
+    original: PathBuf,
+    qid: String,
+}
+
+/// Waits for the commits; removes each claimed file whose message is safe, gives the others back.
+/// Returns how many were taken.
+fn settle(vs: &VirtualServer, done: impl Iterator<Item = Committing>) -> usize {
+    let mut n = 0;
+    for c in done {
+        match c.pending.wait() {
+            Ok(paths) => {
+                let _ = fs::remove_file(&c.claimed);
+                n += 1;
+                log::info!(
+                    "SMTPSVC{}: pickup {} -> {}",
+                    vs.instance,
+                    c.original.display(),
+                    paths
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+            Err(e) => {
+                // Give the file back to be tried again.
+                log::error!("pickup {}: {e}", c.original.display());
+                let _ = fs::rename(&c.claimed, vs.dirs.pickup.join(format!("{}.eml", c.qid)));
+            }
         }
     }
     n
 }
 
-/// Claims, commits and removes one file. Returns whether it was taken.
-fn take(vs: &VirtualServer, store: &Store, file: &Path) -> bool {
+/// Claims one file and hands its message to the commit thread (or sends it to Badmail).
+fn take(vs: &VirtualServer, store: &Store, file: &Path) -> Taken {
     let qid = id::next();
     let claimed = vs.dirs.pickup.join(format!("{qid}.claimed"));
     // Fails while a Windows writer still has the file open, or if someone else took it.
     if fs::rename(file, &claimed).is_err() {
-        return false;
+        return Taken::No;
     }
     let raw = match read_limited(&claimed, vs) {
         Ok(r) => r,
@@ -141,34 +204,34 @@ fn take(vs: &VirtualServer, store: &Store, file: &Path) -> bool {
                 })
                 .unwrap_or_default();
             to_badmail(store, &qid, &raw, &claimed, &reason, file);
-            return true;
+            return Taken::Done;
         }
     };
     match prepare(vs, &qid, &raw) {
-        Ok((parts, trace, message)) => match store.commit_message(&qid, parts, &trace, &message) {
-            Ok(paths) => {
-                let _ = fs::remove_file(&claimed);
-                log::info!(
-                    "SMTPSVC{}: pickup {} -> {}",
-                    vs.instance,
-                    file.display(),
-                    paths
-                        .iter()
-                        .map(|p| p.display().to_string())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                );
+        Ok((parts, trace, message)) => {
+            let submitted = store.begin(&qid, parts, &trace).and_then(|mut spool| {
+                spool.write(&message);
+                spool.submit()
+            });
+            match submitted {
+                Ok(pending) => Taken::Committing(Committing {
+                    pending,
+                    claimed,
+                    original: file.to_path_buf(),
+                    qid,
+                }),
+                Err(e) => {
+                    log::error!("pickup {}: {e}", file.display());
+                    let _ = fs::rename(&claimed, vs.dirs.pickup.join(format!("{qid}.eml")));
+                    Taken::No
+                }
             }
-            Err(e) => {
-                // Give the file back to be tried again.
-                log::error!("pickup {}: {e}", file.display());
-                let _ = fs::rename(&claimed, vs.dirs.pickup.join(format!("{qid}.eml")));
-                return false;
-            }
-        },
-        Err(reason) => to_badmail(store, &qid, &raw, &claimed, &reason, file),
+        }
+        Err(reason) => {
+            to_badmail(store, &qid, &raw, &claimed, &reason, file);
+            Taken::Done
+        }
     }
-    true
 }
 
 fn read_limited(path: &Path, vs: &VirtualServer) -> Result<Vec<u8>, String> {

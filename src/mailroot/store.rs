@@ -8,12 +8,19 @@
 //!
 //! and only then does the session answer 250. A crash at any instant leaves the message either only
 //! in SortTemp (the client got no 250; the leftover is removed at start-up) or complete in its folder.
+//! Steps 2 to 4 run on the mailroot's commit thread (`commit`), which shares each flush among all the
+//! messages that are ready at the same time.
+//!
+//! Removing a delivered message is not flushed on its own: the next commit's folder flush carries it.
+//! A power cut in between can bring a delivered message back, to be delivered once more; it can never
+//! lose one (RFC 5321 §6.1 prefers a duplicate to a loss).
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
+use super::commit::{Committer, Notify, Pending, Staged};
 use crate::config::Dirs;
 
 /// The folder a committed file goes to.
@@ -63,14 +70,26 @@ fn err<'p>(op: &'static str, path: &'p Path) -> impl FnOnce(io::Error) -> StoreE
 }
 
 /// The mailroot folders a virtual server commits into.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Store {
     sort_temp: PathBuf,
     queue: PathBuf,
     drop: PathBuf,
     badmail: PathBuf,
-    /// Told the identifier of every message committed into Queue (the delivery scheduler).
-    notify: Option<crossbeam_channel::Sender<String>>,
+    /// Told about every message committed into Queue (the delivery scheduler).
+    notify: Option<Notify>,
+    /// The mailroot's commit thread.
+    committer: Committer,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("queue", &self.queue)
+            .field("drop", &self.drop)
+            .field("notify", &self.notify.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Store {
@@ -85,18 +104,22 @@ impl Store {
         ] {
             fs::create_dir_all(d).map_err(err("create folder", d))?;
         }
+        let committer = Committer::start(dirs.sort_temp.clone())
+            .map_err(err("start the commit thread for", &dirs.sort_temp))?;
         Ok(Store {
             sort_temp: dirs.sort_temp.clone(),
             queue: dirs.queue.clone(),
             drop: dirs.drop.clone(),
             badmail: dirs.badmail.clone(),
             notify: None,
+            committer,
         })
     }
 
-    /// The same store, telling `tx` about every message committed into Queue.
-    pub fn with_notify(mut self, tx: crossbeam_channel::Sender<String>) -> Store {
-        self.notify = Some(tx);
+    /// The same store, telling `notify` the identifier and envelope block of every message committed
+    /// into Queue, once it is durable.
+    pub fn with_notify(mut self, notify: Notify) -> Store {
+        self.notify = Some(notify);
         self
     }
 
@@ -171,7 +194,8 @@ impl Store {
         crate::os::sync_dir(&self.queue).map_err(err("fsync folder", &self.queue))
     }
 
-    /// Removes a message that is completely dealt with from Queue (its file and its state), durably.
+    /// Removes a message that is completely dealt with from Queue (its file and its state). Not
+    /// flushed here: the next commit's folder flush makes it durable (see the module doc).
     pub fn finish(&self, id: &str) -> Result<(), StoreError> {
         for ext in ["eml", "sta"] {
             let p = self.queue.join(format!("{id}.{ext}"));
@@ -187,7 +211,7 @@ impl Store {
                 }
             }
         }
-        crate::os::sync_dir(&self.queue).map_err(err("fsync folder", &self.queue))
+        Ok(())
     }
 
     /// Writes `Badmail/<id>.bad` (the message) and `Badmail/<id>.bdr` (the reason) durably.
@@ -317,7 +341,13 @@ impl Spool {
     }
 
     /// Makes the message durable in its folders (see the module doc). On error nothing is left behind.
-    pub fn commit(mut self) -> Result<Vec<PathBuf>, StoreError> {
+    pub fn commit(self) -> Result<Vec<PathBuf>, StoreError> {
+        self.submit()?.wait()
+    }
+
+    /// Hands the finished message to the commit thread without waiting, so that one thread can have
+    /// several messages in one flush (Pickup). The message is safe only once [`Pending::wait`] says so.
+    pub fn submit(mut self) -> Result<Pending, StoreError> {
         if let Some(e) = self.error.take() {
             return Err(e);
         }
@@ -336,42 +366,38 @@ impl Spool {
                 path: temp.clone(),
                 source: e.into_error(),
             })?;
-        file.sync_data().map_err(err("fsync", &temp))?;
-
+        let dest = |folder: Folder| self.store.folder(folder).join(format!("{}.eml", self.id));
+        let mut files = Vec::with_capacity(self.parts.len());
+        if let Some((folder, _)) = self.parts.first() {
+            files.push(Staged {
+                temp: temp.clone(),
+                file,
+                dest: dest(*folder),
+            });
+        }
         // Further parts (a message with both local and remote recipients): same content after the
         // first part's envelope block, under their own block.
-        let mut temps = vec![temp.clone()];
-        for (i, (_, block)) in self.parts.iter().enumerate().skip(1) {
+        for (i, (folder, block)) in self.parts.iter().enumerate().skip(1) {
             let t = self.store.sort_temp.join(format!("{}.{}.tmp", self.id, i));
             self.written.push(t.clone());
-            copy_part(&temp, self.head_len, block, &t)?;
-            temps.push(t);
+            let file = copy_part(&temp, self.head_len, block, &t)?;
+            files.push(Staged {
+                temp: t,
+                file,
+                dest: dest(*folder),
+            });
         }
-        drop(file);
-
-        let mut finals = Vec::with_capacity(temps.len());
-        for (t, (folder, _)) in temps.iter().zip(&self.parts) {
-            let dest = self.store.folder(*folder).join(format!("{}.eml", self.id));
-            fs::rename(t, &dest).map_err(err("rename into", &dest))?;
-            self.written.push(dest.clone());
-            finals.push(dest);
-        }
-        let mut synced: Vec<Folder> = Vec::new();
-        for (folder, _) in &self.parts {
-            if !synced.contains(folder) {
-                let dir = self.store.folder(*folder).to_path_buf();
-                crate::os::sync_dir(&dir).map_err(err("fsync folder", &dir))?;
-                synced.push(*folder);
-            }
-        }
+        // From here on the commit thread owns the files (and removes them if the commit fails).
         self.written.clear();
         self.temp = PathBuf::new();
-        if let Some(tx) = &self.store.notify
-            && self.parts.iter().any(|(f, _)| *f == Folder::Queue)
-        {
-            let _ = tx.send(self.id.clone());
-        }
-        Ok(finals)
+        let notify = match (
+            &self.store.notify,
+            self.parts.iter().find(|(f, _)| *f == Folder::Queue),
+        ) {
+            (Some(n), Some((_, block))) => Some((n.clone(), self.id.clone(), block.clone())),
+            _ => None,
+        };
+        Ok(self.store.committer.submit(files, notify))
     }
 }
 
@@ -394,7 +420,8 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn copy_part(src: &Path, from: u64, block: &[u8], to: &Path) -> Result<(), StoreError> {
+/// Writes `block` and then `src` from offset `from` to the new file `to`; returns it, not flushed.
+fn copy_part(src: &Path, from: u64, block: &[u8], to: &Path) -> Result<File, StoreError> {
     let mut out = OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -406,7 +433,7 @@ fn copy_part(src: &Path, from: u64, block: &[u8], to: &Path) -> Result<(), Store
         .seek(SeekFrom::Start(from))
         .map_err(err("read", src))?;
     io::copy(&mut reader, &mut out).map_err(err("write", to))?;
-    out.sync_data().map_err(err("fsync", to))
+    Ok(out)
 }
 
 impl Drop for Spool {

@@ -19,6 +19,14 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     imp::sync_dir(dir)
 }
 
+/// Flushes everything written to the volume that holds `file` (all files, not just this one) to
+/// stable storage with one device flush: `syncfs` on Linux. `Unsupported` elsewhere, where the caller
+/// flushes file by file. Metadata written last may still need a folder fsync on file systems
+/// without a journal (see `mailroot::commit`).
+pub fn sync_volume(file: &std::fs::File) -> io::Result<()> {
+    imp::sync_volume(file)
+}
+
 /// The machine's host name as the system reports it (may be a bare name without a domain).
 pub fn hostname() -> String {
     let h = imp::hostname();

@@ -6,6 +6,26 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+#[cfg(target_os = "linux")]
+pub fn sync_volume(file: &File) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    unsafe extern "C" {
+        // glibc and musl both have it (Linux 2.6.39+); errors of writeback are reported since 5.8.
+        fn syncfs(fd: i32) -> i32;
+    }
+    // SAFETY: syncfs only reads the descriptor number, which `file` keeps open for the call.
+    if unsafe { syncfs(file.as_raw_fd()) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn sync_volume(_file: &File) -> io::Result<()> {
+    Err(io::Error::from(io::ErrorKind::Unsupported))
+}
+
 pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .or_else(|_| std::fs::read_to_string("/etc/hostname"))

@@ -23,6 +23,12 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     }
 }
 
+/// Flushing a whole volume needs administrator rights on Windows (FlushFileBuffers on the volume
+/// handle): the commit thread flushes file by file instead.
+pub fn sync_volume(_file: &std::fs::File) -> io::Result<()> {
+    Err(io::Error::from(io::ErrorKind::Unsupported))
+}
+
 pub fn hostname() -> String {
     let name = std::env::var("COMPUTERNAME").unwrap_or_default();
     match std::env::var("USERDNSDOMAIN") {
