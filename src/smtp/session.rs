@@ -866,6 +866,9 @@ impl Session {
     pub fn committed(&mut self, ok: bool, out: &mut Vec<u8>) {
         let tx = self.tx.take();
         if ok {
+            // Mail moved: the junk count starts again (as Postfix's), so a client that reuses its
+            // connection with RSET before each message is never cut off for it.
+            self.junk = 0;
             let id = tx.and_then(|t| t.message_id).unwrap_or_default();
             reply::queued(out, &id);
         } else {
@@ -1366,6 +1369,31 @@ mod tests {
         assert_eq!(t.out, reply::AUTH_BAD_INPUT);
         assert!(!t.s.in_auth_exchange());
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn delivered_mail_resets_the_junk_count() {
+        let mut t = T::new(false);
+        for round in 0..3 {
+            for _ in 0..JUNK_LIMIT {
+                assert_eq!(t.reply("RSET"), "250 2.0.0 Resetting\r\n", "round {round}");
+            }
+            ready(&mut t);
+            t.out.clear();
+            t.s.data_opened(true, &mut t.out);
+            let end = MessageEnd {
+                size: 10,
+                ..Default::default()
+            };
+            assert_eq!(t.s.message_end(&end, &mut t.out), Verdict::Commit);
+            t.s.committed(true, &mut t.out);
+        }
+        // Without mail in between, the limit still holds.
+        for _ in 0..JUNK_LIMIT {
+            t.reply("RSET");
+        }
+        assert!(t.reply("RSET").starts_with("250"), "the first past the limit is one error");
+        assert_eq!(t.s.errors, 1);
     }
 
     #[test]
