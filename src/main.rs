@@ -34,6 +34,7 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
+    mailroot::os::tune_allocator();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut cmd = None;
     let mut config: Option<PathBuf> = None;

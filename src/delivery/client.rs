@@ -547,8 +547,17 @@ impl Connection {
         } else {
             match data_reply {
                 Some(d) if d.code == 354 => {
-                    let mut wire = Vec::with_capacity(msg.data.len() + msg.data.len() / 64 + 8);
-                    encode_data(msg.data, &mut wire);
+                    let mut wire = Vec::with_capacity(WIRE_CHUNK + WIRE_CHUNK / 8 + 8);
+                    let mut enc = DataEncoder::default();
+                    for slice in wire_slices(msg.data, WIRE_CHUNK) {
+                        wire.clear();
+                        enc.feed(slice, &mut wire);
+                        self.stream
+                            .write_all(&wire)
+                            .map_err(|e| format!("writing to {}: {e}", self.host))?;
+                    }
+                    wire.clear();
+                    enc.finish(&mut wire);
                     self.write_all(&wire)?;
                     Some(self.read_reply()?)
                 }
@@ -609,35 +618,78 @@ fn classify(r: &Reply) -> Outcome {
 /// The message as DATA puts it on the wire: a line starting with "." gets another ".", every line ends
 /// in CRLF (a bare CR or LF becomes CRLF, so mailroot never emits one), then the terminator.
 pub fn encode_data(data: &[u8], out: &mut Vec<u8>) {
-    let mut line_start = true;
-    let mut i = 0;
-    while i < data.len() {
-        if line_start && data[i] == b'.' {
-            out.push(b'.');
-        }
-        match memchr::memchr2(b'\r', b'\n', &data[i..]) {
-            None => {
-                out.extend_from_slice(&data[i..]);
-                i = data.len();
-                line_start = false;
+    let mut enc = DataEncoder::default();
+    enc.feed(data, out);
+    enc.finish(out);
+}
+
+/// Bytes of message encoded per write: the wire copy of a large message is never whole in memory.
+const WIRE_CHUNK: usize = 32 * 1024;
+
+/// [`encode_data`] piece by piece, for a message fed in slices. A slice must not end between the CR
+/// and the LF of one line ending (see [`wire_slices`]).
+#[derive(Debug)]
+struct DataEncoder {
+    line_start: bool,
+}
+
+impl Default for DataEncoder {
+    fn default() -> Self {
+        DataEncoder { line_start: true }
+    }
+}
+
+impl DataEncoder {
+    fn feed(&mut self, data: &[u8], out: &mut Vec<u8>) {
+        let mut i = 0;
+        while i < data.len() {
+            if self.line_start && data[i] == b'.' {
+                out.push(b'.');
             }
-            Some(off) => {
-                out.extend_from_slice(&data[i..i + off]);
-                let j = i + off;
-                out.extend_from_slice(b"\r\n");
-                i = if data[j] == b'\r' && data.get(j + 1) == Some(&b'\n') {
-                    j + 2
-                } else {
-                    j + 1
-                };
-                line_start = true;
+            match memchr::memchr2(b'\r', b'\n', &data[i..]) {
+                None => {
+                    out.extend_from_slice(&data[i..]);
+                    i = data.len();
+                    self.line_start = false;
+                }
+                Some(off) => {
+                    out.extend_from_slice(&data[i..i + off]);
+                    let j = i + off;
+                    out.extend_from_slice(b"\r\n");
+                    i = if data[j] == b'\r' && data.get(j + 1) == Some(&b'\n') {
+                        j + 2
+                    } else {
+                        j + 1
+                    };
+                    self.line_start = true;
+                }
             }
         }
     }
-    if !line_start {
-        out.extend_from_slice(b"\r\n");
+
+    fn finish(self, out: &mut Vec<u8>) {
+        if !self.line_start {
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b".\r\n");
     }
-    out.extend_from_slice(b".\r\n");
+}
+
+/// `data` cut into slices of at most `max` bytes (`max` ≥ 2), never between a CR and its LF.
+fn wire_slices(data: &[u8], max: usize) -> impl Iterator<Item = &[u8]> {
+    let mut rest = data;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut n = rest.len().min(max);
+        if n < rest.len() && rest[n - 1] == b'\r' && rest[n] == b'\n' {
+            n -= 1;
+        }
+        let (head, tail) = rest.split_at(n);
+        rest = tail;
+        Some(head)
+    })
 }
 
 #[cfg(test)]
@@ -648,6 +700,33 @@ mod tests {
         let mut v = Vec::new();
         encode_data(d, &mut v);
         v
+    }
+
+    #[test]
+    fn data_encoded_in_slices_is_the_same_as_whole() {
+        let samples: [&[u8]; 5] = [
+            b".a\r\n..b\r\nc\rd\ne\r\n.\r\n",
+            b"\r\n\r\n\r\n.x",
+            b"no line end at all",
+            b"\r\r\n\n.\r.",
+            b".",
+        ];
+        for data in samples {
+            let whole = enc(data);
+            for max in 2..=data.len().max(2) + 1 {
+                let mut out = Vec::new();
+                let mut e = DataEncoder::default();
+                let mut total = 0;
+                for s in wire_slices(data, max) {
+                    assert!(!s.is_empty() && s.len() <= max);
+                    total += s.len();
+                    e.feed(s, &mut out);
+                }
+                e.finish(&mut out);
+                assert_eq!(total, data.len());
+                assert_eq!(out, whole, "{data:?} in slices of {max}");
+            }
+        }
     }
 
     #[test]

@@ -23,6 +23,10 @@ use std::path::{Path, PathBuf};
 use super::commit::{Committer, Notify, Pending, Staged};
 use crate::config::Dirs;
 
+/// Write buffer of a message being received. Small on purpose: the DATA scanner hands over large
+/// segments, which go straight to the file; only header lines and short pieces are gathered.
+const SPOOL_BUF: usize = 16 * 1024;
+
 /// The folder a committed file goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Folder {
@@ -282,7 +286,7 @@ impl Store {
         let mut spool = Spool {
             store: self.clone(),
             id: id.to_string(),
-            file: Some(BufWriter::with_capacity(64 * 1024, file)),
+            file: Some(BufWriter::with_capacity(SPOOL_BUF, file)),
             temp,
             parts,
             head_len,

@@ -27,6 +27,15 @@ pub fn sync_volume(file: &std::fs::File) -> io::Result<()> {
     imp::sync_volume(file)
 }
 
+/// Keeps the allocator's footprint small before any thread starts: glibc gives each thread that
+/// allocates an arena of its own (up to eight per core), and every arena keeps freed memory resident,
+/// so sixty session and delivery threads held megabytes that one arena per core does not; and
+/// buffers from 64 KiB up are mapped and unmapped, so a burst of large messages does not stay
+/// resident. Elsewhere (musl, Windows) a no-op.
+pub fn tune_allocator() {
+    imp::tune_allocator()
+}
+
 /// The machine's host name as the system reports it (may be a bare name without a domain).
 pub fn hostname() -> String {
     let h = imp::hostname();

@@ -26,6 +26,27 @@ pub fn sync_volume(_file: &File) -> io::Result<()> {
     Err(io::Error::from(io::ErrorKind::Unsupported))
 }
 
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+pub fn tune_allocator() {
+    unsafe extern "C" {
+        fn mallopt(param: i32, value: i32) -> i32;
+    }
+    /// glibc's M_ARENA_MAX and M_MMAP_THRESHOLD.
+    const M_ARENA_MAX: i32 = -8;
+    const M_MMAP_THRESHOLD: i32 = -3;
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    // SAFETY: mallopt only sets tunables of the allocator; called before other threads exist.
+    unsafe {
+        mallopt(M_ARENA_MAX, i32::try_from(cores).unwrap_or(i32::MAX));
+        // A large message read for delivery goes back to the system when it is sent, instead of
+        // staying in an arena (glibc would otherwise raise this threshold past every size it frees).
+        mallopt(M_MMAP_THRESHOLD, 64 * 1024);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+pub fn tune_allocator() {}
+
 pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .or_else(|_| std::fs::read_to_string("/etc/hostname"))

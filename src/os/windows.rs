@@ -29,6 +29,9 @@ pub fn sync_volume(_file: &std::fs::File) -> io::Result<()> {
     Err(io::Error::from(io::ErrorKind::Unsupported))
 }
 
+/// The Windows heap has no per-thread arenas to limit.
+pub fn tune_allocator() {}
+
 pub fn hostname() -> String {
     let name = std::env::var("COMPUTERNAME").unwrap_or_default();
     match std::env::var("USERDNSDOMAIN") {

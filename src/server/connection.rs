@@ -3,7 +3,7 @@
 //! timeouts. Replies to pipelined commands are collected and written only when the input is drained
 //! (or the session needs the client to wait), so a pipelined batch costs one write.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant, SystemTime};
@@ -80,7 +80,15 @@ struct Conn<'a> {
     local: SocketAddr,
     timeout: Duration,
     started: Instant,
+    /// The socket's read and write timeouts as last set: a setsockopt per read and per write was
+    /// a sixth of a session's system calls, and the value rarely changes.
+    read_timeout: Cell<Option<Duration>>,
+    write_timeout: Cell<Option<Duration>>,
 }
+
+/// A write timeout this much longer than the time left may stay: a write can overrun the reply
+/// deadline by at most this.
+const WRITE_SLACK: Duration = Duration::from_millis(250);
 
 /// Serves one accepted connection to the end.
 pub fn serve(
@@ -123,6 +131,8 @@ pub fn serve(
         local: SocketAddr::new(canonical(local.ip()), local.port()),
         timeout,
         started: Instant::now(),
+        read_timeout: Cell::new(None),
+        write_timeout: Cell::new(Some(timeout)),
     };
     let mut session = Session::new(vs.clone(), peer_ip, access::may_relay(&vs, peer_ip));
     if vs.security.basic {
@@ -184,8 +194,15 @@ impl Conn<'_> {
             if left.is_zero() {
                 break Err(io::Error::new(io::ErrorKind::TimedOut, "write deadline"));
             }
-            if let Err(e) = s.tcp().set_write_timeout(Some(left)) {
-                break Err(e);
+            let keep = self
+                .write_timeout
+                .get()
+                .is_some_and(|t| t >= left && t - left <= WRITE_SLACK);
+            if !keep {
+                if let Err(e) = s.tcp().set_write_timeout(Some(left)) {
+                    break Err(e);
+                }
+                self.write_timeout.set(Some(left));
             }
             match s.write(&out[done..]) {
                 Ok(0) => break Err(io::Error::new(io::ErrorKind::WriteZero, "closed")),
@@ -226,9 +243,12 @@ impl Conn<'_> {
             }
             let wait = (deadline - now).min(TICK).max(Duration::from_millis(1));
             let mut s = self.stream.borrow_mut();
-            s.tcp()
-                .set_read_timeout(Some(wait))
-                .map_err(|_| Stop::Gone)?;
+            if self.read_timeout.get() != Some(wait) {
+                s.tcp()
+                    .set_read_timeout(Some(wait))
+                    .map_err(|_| Stop::Gone)?;
+                self.read_timeout.set(Some(wait));
+            }
             match s.read(&mut input.buf[input.end..]) {
                 Ok(0) => return Ok(Fill::Eof),
                 Ok(n) => {
@@ -486,6 +506,8 @@ impl Conn<'_> {
         let tcp = tcp.try_clone().map_err(|_| Stop::Gone)?;
         match Stream::accept_tls(tcp, config, self.timeout) {
             Ok((tls, d)) => {
+                // The handshake set the socket's read timeout itself.
+                self.read_timeout.set(None);
                 *cell = tls;
                 session.tls_started(d);
                 Ok(())

@@ -1392,7 +1392,10 @@ mod tests {
         for _ in 0..JUNK_LIMIT {
             t.reply("RSET");
         }
-        assert!(t.reply("RSET").starts_with("250"), "the first past the limit is one error");
+        assert!(
+            t.reply("RSET").starts_with("250"),
+            "the first past the limit is one error"
+        );
         assert_eq!(t.s.errors, 1);
     }
 
