@@ -979,6 +979,7 @@ impl Server {
         let dir = TempDir::new();
         let ini = dir.0.join("smtpsvc.ini");
         fs::write(&ini, server_ini(&dir.0, sink_port, settle_ms)).expect("write the server INI");
+        let spawned = Instant::now();
         let mut child = Command::new(env!("CARGO_BIN_EXE_mailroot"))
             .arg("serve")
             .arg("--config")
@@ -1004,6 +1005,14 @@ impl Server {
             .wait_listening(&lines)
             .unwrap_or_else(|e| panic!("{e}"));
         server.idle_rss_kib = status_kib(server.child.id(), "VmRSS:");
+        match first_banner(server.addr) {
+            Ok(()) => println!(
+                "# server up: first 220 {:.1} ms after the process was started, idle rss {}",
+                spawned.elapsed().as_secs_f64() * 1000.0,
+                opt(server.idle_rss_kib, mib)
+            ),
+            Err(e) => panic!("no 220 from the fresh server: {e}"),
+        }
         server
     }
 
@@ -1044,6 +1053,22 @@ impl Server {
 
     fn warnings(&self) -> Vec<String> {
         self.warnings.lock().expect("server log lock").clone()
+    }
+}
+
+/// Connects and reads the greeting (the start-up figure: until a client would see `220`).
+fn first_banner(addr: SocketAddr) -> Result<(), String> {
+    let stream = connect(addr).map_err(|e| format!("connect: {e}"))?;
+    let mut line = String::new();
+    BufReader::new(&stream)
+        .read_line(&mut line)
+        .map_err(|e| format!("read: {e}"))?;
+    let mut w = &stream;
+    let _ = w.write_all(b"QUIT\r\n");
+    if line.starts_with("220 ") {
+        Ok(())
+    } else {
+        Err(format!("greeting {line:?}"))
     }
 }
 

@@ -568,7 +568,13 @@ fn failed_commit_gets_452_and_leaves_nothing() {
         &["u@local.test"],
         &msg,
     );
-    assert!(entries(&srv.folder("SortTemp")).is_empty());
+    // Delivery of the Queue copy may be writing its state file (`<id>.sta.tmp`) right now; no part
+    // of the message itself is left behind.
+    let left: Vec<PathBuf> = entries(&srv.folder("SortTemp"))
+        .into_iter()
+        .filter(|p| !p.to_string_lossy().ends_with(".sta.tmp"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }
 
 /// How a client leaves in the middle of a message.

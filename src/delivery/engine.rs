@@ -1,6 +1,6 @@
 //! The delivery service of one Queue folder: a dispatcher thread that hands due messages to a pool of
 //! delivery threads (at most MaxOutConnections), and the Pickup thread. Newly committed messages are
-//! scheduled by the commit thread itself, from the envelope it just wrote. Connections per destination are limited by
+//! scheduled by the group commit itself, from the envelope it just wrote. Connections per destination are limited by
 //! MaxOutConnectionsPerDomain; a thread that finished a message on an open connection carries on with
 //! the next due message for the same destination, up to MaxBatchedMessages.
 
@@ -187,7 +187,7 @@ impl Engine {
         keys
     }
 
-    /// Schedules a message just committed (told by the commit thread, with its envelope block): due now.
+    /// Schedules a message just committed (told by the group commit, with its envelope block): due now.
     fn enqueue_new(&self, id: &str, block: &[u8]) {
         let keys = Envelope::parse_block(block)
             .map(|(e, _)| self.keys(&e, None))
@@ -278,7 +278,7 @@ impl Service {
             Dns::new(&d.dns_servers, Duration::from_secs(5), 2).map_err(|e| format!("DNS: {e}"))?;
         let tls = ClientTls::new(d.ca_file.as_deref())?;
         // The store tells the engine about new Queue files; a weak reference, so that the engine
-        // (which holds the store) and the store's commit thread can both end.
+        // (which holds the store) is not kept alive by its own store.
         let engine = Arc::new_cyclic(|me: &Weak<Engine>| {
             let me = me.clone();
             let store = store.with_notify(Arc::new(move |id: &str, block: &[u8]| {

@@ -2,10 +2,10 @@
 //!
 //! A message is durable when its file's bytes are on disk, its rename into Queue or Drop is on disk,
 //! and in that order. Done one message at a time that costs two device flushes per message (fsync the
-//! file, fsync the folder), and a 2-core box flushes about a thousand times a second, so twenty
-//! sessions would queue behind each other's flushes. Instead every session hands its finished
-//! temporary file to the one commit thread of its mailroot and waits; the thread takes whatever has
-//! gathered while it was busy as one batch and, for the whole batch:
+//! file, fsync the folder), and a 2-core box flushes a thousand or two times a second, so twenty
+//! sessions would queue behind each other's flushes. Instead every session queues its finished
+//! temporary file with the mailroot's [`Committer`] and waits. One waiting session at a time is the
+//! *leader*: it takes everything queued as one batch and, for the whole batch:
 //!
 //! 1. makes the files' bytes durable: each file's `fdatasync` for a small batch; for a larger one a
 //!    single `syncfs` of the volume (Linux) followed by an fsync of SortTemp, so that file systems
@@ -13,14 +13,18 @@
 //! 2. renames each file into its folder, in the order its message gave (the commit point);
 //! 3. fsyncs each destination folder once;
 //!
-//! and only then releases every waiting session to answer 250. The protocol per message is the one
-//! `store` always had (write, flush, rename, flush the folder, then 250); only the flushes are shared.
-//! A failure at any step fails just the messages it concerns (or, for a shared flush, falls back to
-//! flushing each file), removes what they left behind, and their sessions answer 451.
+//! and only then answers every message of the batch, so each session can say 250. Whatever queued
+//! while it was flushing becomes the next batch, led by one of its waiting sessions. A lone session
+//! leads its own commit at once: no hand-over to another thread, whose wake-up on an idle core costs
+//! more than a tenth of a commit. The protocol per message is the one `store` always had (write,
+//! flush, rename, flush the folder, then 250); only the flushes are shared. A failure at any step
+//! fails just the messages it concerns (or, for a shared flush, falls back to flushing each file),
+//! removes what they left behind, and their sessions answer 451.
 
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use super::store::StoreError;
 
@@ -45,75 +49,52 @@ pub struct Staged {
     pub dest: PathBuf,
 }
 
+/// Where one message's answer goes: its ticket and its waiter's wake-up.
+struct Reply {
+    ticket: u64,
+    wake: Arc<Condvar>,
+}
+
 /// One message's commit: its files, renamed in order, and where its answer goes.
 struct Job {
     files: Vec<Staged>,
-    answer: Arc<Answer>,
+    reply: Reply,
     /// The scheduler, the identifier and the Queue envelope block, for a message with a Queue part.
     notify: Option<(Notify, String, Vec<u8>)>,
 }
 
-/// A one-shot answer slot. Plain mutex and condition variable: the waiter sleeps in the kernel
-/// straight away instead of spinning, which on a 2-core box costs the flush thread its CPU.
+/// Everything under the committer's one lock.
 #[derive(Default)]
-struct Answer {
-    slot: Mutex<Option<Result<(), StoreError>>>,
-    ready: Condvar,
+struct State {
+    queue: Vec<Job>,
+    /// A leader is committing a batch (or has been chosen and is waking up).
+    leading: bool,
+    /// The waiter chosen to lead next.
+    next_leader: Option<u64>,
+    /// Tickets whose owners are waiting in [`Pending::wait`].
+    waiting: HashSet<u64>,
+    /// Answers not yet collected.
+    done: HashMap<u64, Result<(), StoreError>>,
+    next_ticket: u64,
+    /// Batches committed (for the tests and the debug log).
+    batches: u64,
 }
 
-impl Answer {
-    fn send(&self, r: Result<(), StoreError>) {
-        *self.slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
-        self.ready.notify_one();
+struct Shared {
+    state: Mutex<State>,
+    sort_temp: PathBuf,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
-/// A commit handed to the commit thread; [`Pending::wait`] blocks until it is durable or failed.
-pub struct Pending {
-    answer: Arc<Answer>,
-    finals: Vec<PathBuf>,
-}
-
-impl Pending {
-    /// Waits for the commit. `Ok` carries the final paths: the message is on disk in its folders.
-    pub fn wait(self) -> Result<Vec<PathBuf>, StoreError> {
-        let mut slot = self.answer.slot.lock().unwrap_or_else(|p| p.into_inner());
-        loop {
-            if let Some(r) = slot.take() {
-                return r.map(|()| self.finals);
-            }
-            slot = self
-                .answer
-                .ready
-                .wait(slot)
-                .unwrap_or_else(|p| p.into_inner());
-        }
-    }
-}
-
-/// What sessions hand over and the commit thread takes: the jobs waiting for the next batch.
-#[derive(Default)]
-struct Queue {
-    jobs: Mutex<(Vec<Job>, bool)>,
-    more: Condvar,
-}
-
-/// The handle sessions commit through; the commit thread ends when the last handle is dropped.
+/// The group commit of one mailroot. Clones share it.
 #[derive(Clone)]
 pub struct Committer {
-    handle: Arc<Handle>,
-}
-
-/// Closes the queue when the last [`Committer`] clone goes, so the thread ends after its last batch.
-struct Handle {
-    queue: Arc<Queue>,
-}
-
-impl Drop for Handle {
-    fn drop(&mut self) {
-        self.queue.jobs.lock().unwrap_or_else(|p| p.into_inner()).1 = true;
-        self.queue.more.notify_one();
-    }
+    shared: Arc<Shared>,
 }
 
 impl std::fmt::Debug for Committer {
@@ -122,67 +103,129 @@ impl std::fmt::Debug for Committer {
     }
 }
 
+/// A queued commit; [`Pending::wait`] returns once it is durable or failed. Dropping it waits too, so
+/// a message is never left half committed.
+pub struct Pending {
+    shared: Arc<Shared>,
+    ticket: u64,
+    wake: Arc<Condvar>,
+    finals: Vec<PathBuf>,
+    collected: bool,
+}
+
 impl Committer {
-    /// Starts the commit thread for the mailroot whose temporary files are in `sort_temp`.
-    pub fn start(sort_temp: PathBuf) -> std::io::Result<Committer> {
-        let queue = Arc::new(Queue::default());
-        let q = queue.clone();
-        std::thread::Builder::new()
-            .name("commit".into())
-            .stack_size(64 * 1024)
-            .spawn(move || run(&q, &sort_temp))?;
-        Ok(Committer {
-            handle: Arc::new(Handle { queue }),
-        })
+    /// The group commit for the mailroot whose temporary files are in `sort_temp`.
+    pub fn new(sort_temp: PathBuf) -> Committer {
+        Committer {
+            shared: Arc::new(Shared {
+                state: Mutex::new(State::default()),
+                sort_temp,
+            }),
+        }
     }
 
-    /// Hands `files` (one message) to the commit thread; `notify` is told about it once it is durable.
+    /// Queues `files` (one message); `notify` is told about it once it is durable. Nothing is
+    /// flushed until someone waits: a caller with several messages queues them all, then waits.
     pub fn submit(&self, files: Vec<Staged>, notify: Option<(Notify, String, Vec<u8>)>) -> Pending {
-        let answer = Arc::new(Answer::default());
+        let wake = Arc::new(Condvar::new());
         let finals = files.iter().map(|s| s.dest.clone()).collect();
-        let q = &self.handle.queue;
-        q.jobs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .0
-            .push(Job {
-                files,
-                answer: answer.clone(),
-                notify,
-            });
-        q.more.notify_one();
-        Pending { answer, finals }
+        let mut st = self.shared.lock();
+        st.next_ticket += 1;
+        let ticket = st.next_ticket;
+        st.queue.push(Job {
+            files,
+            reply: Reply {
+                ticket,
+                wake: wake.clone(),
+            },
+            notify,
+        });
+        drop(st);
+        Pending {
+            shared: self.shared.clone(),
+            ticket,
+            wake,
+            finals,
+            collected: false,
+        }
+    }
+
+    /// Batches committed so far.
+    pub fn batches(&self) -> u64 {
+        self.shared.lock().batches
     }
 }
 
-fn run(q: &Queue, sort_temp: &Path) {
-    run_counting(q, sort_temp, &std::sync::atomic::AtomicUsize::new(0));
+impl Pending {
+    /// Waits for the commit, leading batches when it is this waiter's turn. `Ok` carries the final
+    /// paths: the message is on disk in its folders.
+    pub fn wait(mut self) -> Result<Vec<PathBuf>, StoreError> {
+        self.collected = true;
+        let r = collect(&self.shared, self.ticket, &self.wake);
+        r.map(|()| std::mem::take(&mut self.finals))
+    }
 }
 
-/// The commit loop; `passes` counts the batches (for the tests).
-fn run_counting(q: &Queue, sort_temp: &Path, passes: &std::sync::atomic::AtomicUsize) {
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if !self.collected {
+            let _ = collect(&self.shared, self.ticket, &self.wake);
+        }
+    }
+}
+
+fn collect(shared: &Shared, ticket: u64, wake: &Condvar) -> Result<(), StoreError> {
+    let mut st = shared.lock();
+    st.waiting.insert(ticket);
     loop {
-        let batch = {
-            let mut jobs = q.jobs.lock().unwrap_or_else(|p| p.into_inner());
-            while jobs.0.is_empty() && !jobs.1 {
-                jobs = q.more.wait(jobs).unwrap_or_else(|p| p.into_inner());
-            }
-            if jobs.0.is_empty() {
-                return; // closed, and nothing left to commit
-            }
-            // Everything that gathered while the last batch was being flushed is the next batch.
-            let n = jobs.0.len().min(MAX_BATCH);
-            jobs.0.drain(..n).collect::<Vec<_>>()
-        };
-        passes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        commit_batch(batch, sort_temp);
+        if let Some(r) = st.done.remove(&ticket) {
+            st.waiting.remove(&ticket);
+            return r;
+        }
+        if !st.leading || st.next_leader == Some(ticket) {
+            st.leading = true;
+            st.next_leader = None;
+            st = lead(shared, st);
+            continue;
+        }
+        st = wake.wait(st).unwrap_or_else(|p| p.into_inner());
     }
 }
 
-/// Runs the three steps of the module doc over `batch` and answers every job.
-fn commit_batch(batch: Vec<Job>, sort_temp: &Path) {
+/// Commits one batch of what is queued, answers it, and hands the lead to a waiter of what queued
+/// meanwhile (or gives it up).
+fn lead<'a>(shared: &'a Shared, mut st: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+    let n = st.queue.len().min(MAX_BATCH);
+    let batch: Vec<Job> = st.queue.drain(..n).collect();
+    st.batches += 1;
+    drop(st);
+    let answers = commit_batch(batch, &shared.sort_temp);
+    let mut st = shared.lock();
+    for (reply, r) in answers {
+        st.done.insert(reply.ticket, r);
+        reply.wake.notify_one();
+    }
+    let next = st
+        .queue
+        .iter()
+        .find(|j| st.waiting.contains(&j.reply.ticket))
+        .map(|j| (j.reply.ticket, j.reply.wake.clone()));
+    match next {
+        Some((ticket, wake)) => {
+            st.next_leader = Some(ticket);
+            wake.notify_one();
+        }
+        // Nobody waits for what is queued (yet): its owner leads when it comes to wait.
+        None => st.leading = false,
+    }
+    st
+}
+
+/// Runs the three steps of the module doc over `batch`; returns every job's answer.
+fn commit_batch(batch: Vec<Job>, sort_temp: &Path) -> Vec<(Reply, Result<(), StoreError>)> {
     let files: usize = batch.iter().map(|j| j.files.len()).sum();
     log::debug!("commit: {} message(s), {files} file(s)", batch.len());
+    let mut answers = Vec::with_capacity(batch.len());
 
     // 1. The bytes. A failed shared flush says nothing about which file is at fault: flush each.
     let shared = files >= VOLUME_FLUSH_FROM
@@ -206,7 +249,7 @@ fn commit_batch(batch: Vec<Job>, sort_temp: &Path) {
         };
         match flushed {
             Ok(()) => live.push(job),
-            Err(e) => fail(job, e, 0),
+            Err(e) => answers.push(fail(job, e, 0)),
         }
     }
 
@@ -215,7 +258,7 @@ fn commit_batch(batch: Vec<Job>, sort_temp: &Path) {
     for job in live {
         match rename_all(&job.files) {
             Ok(()) => renamed.push(job),
-            Err((e, done)) => fail(job, e, done),
+            Err((e, done)) => answers.push(fail(job, e, done)),
         }
     }
 
@@ -228,35 +271,36 @@ fn commit_batch(batch: Vec<Job>, sort_temp: &Path) {
             dirs.push((dir, crate::os::sync_dir(dir).err()));
         }
     }
-    let mut answers = Vec::with_capacity(renamed.len());
+    let mut broken_dirs = Vec::with_capacity(renamed.len());
     for job in &renamed {
         let broken = job.files.iter().find_map(|s| {
             dirs.iter()
                 .find(|(d, e)| e.is_some() && Some(*d) == s.dest.parent())
                 .and_then(|(d, e)| e.as_ref().map(|e| (d, e)))
         });
-        answers.push(broken.map(|(d, e)| StoreError {
+        broken_dirs.push(broken.map(|(d, e)| StoreError {
             op: "fsync folder",
             path: d.to_path_buf(),
             source: std::io::Error::new(e.kind(), e.to_string()),
         }));
     }
     drop(dirs);
-    for (job, answer) in renamed.into_iter().zip(answers) {
-        match answer {
+    for (job, broken) in renamed.into_iter().zip(broken_dirs) {
+        match broken {
             Some(e) => {
                 let n = job.files.len();
-                fail(job, e, n);
+                answers.push(fail(job, e, n));
             }
             None => {
                 // The scheduler first: a session that hears 250 and asks at once finds it queued.
                 if let Some((notify, id, block)) = &job.notify {
                     notify(id, block);
                 }
-                job.answer.send(Ok(()));
+                answers.push((job.reply, Ok(())));
             }
         }
     }
+    answers
 }
 
 /// Renames every file of one message; on failure, how many were renamed before it.
@@ -276,11 +320,11 @@ fn rename_all(files: &[Staged]) -> Result<(), (StoreError, usize)> {
     Ok(())
 }
 
-/// Answers a job with `e` after removing its files: the first `renamed` from their folders (nobody
-/// was told they are safe), the rest from SortTemp.
-fn fail(job: Job, e: StoreError, renamed: usize) {
+/// A job's answer `e`, after removing its files: the first `renamed` from their folders (nobody was
+/// told they are safe), the rest from SortTemp.
+fn fail(job: Job, e: StoreError, renamed: usize) -> (Reply, Result<(), StoreError>) {
     discard(&job.files, renamed);
-    job.answer.send(Err(e));
+    (job.reply, Err(e))
 }
 
 fn discard(files: &[Staged], renamed: usize) {
@@ -294,6 +338,7 @@ mod tests {
     use super::*;
     use std::io::Write;
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
 
     struct Dirs {
         root: PathBuf,
@@ -326,11 +371,23 @@ mod tests {
         }
     }
 
-    /// Jobs queued while the thread is busy are one batch: one pass, every answer, every file.
+    /// Runs `f` on a thread and fails the test if it takes longer than a (generous) bound, so a lost
+    /// wake-up shows as a failure rather than a hung test run.
+    fn bounded<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(Duration::from_secs(30))
+            .expect("the commits did not finish within 30 s")
+    }
+
+    /// Messages queued before anyone waits are one batch: the first waiter leads it, the others find
+    /// their answers ready; the scheduler hears of each.
     #[test]
     fn what_gathers_is_committed_as_one_batch() {
         let d = dirs("batch");
-        let q = Queue::default();
+        let c = Committer::new(d.temp.clone());
         let told = Arc::new(AtomicUsize::new(0));
         let t = told.clone();
         let notify: Notify = Arc::new(move |id: &str, block: &[u8]| {
@@ -338,30 +395,66 @@ mod tests {
             assert!(id.starts_with('m'));
             t.fetch_add(1, Ordering::SeqCst);
         });
-        let mut answers = Vec::new();
-        for i in 0..10 {
-            let answer = Arc::new(Answer::default());
-            answers.push(Pending {
-                answer: answer.clone(),
-                finals: vec![d.queue.join(format!("m{i}.eml"))],
-            });
-            let id = format!("m{i}");
-            q.jobs.lock().unwrap().0.push(Job {
-                files: vec![staged(&d, &id, &d.queue)],
-                answer,
-                notify: Some((notify.clone(), id, b"x-sender: a\r\n".to_vec())),
-            });
-        }
-        q.jobs.lock().unwrap().1 = true; // closed: run() returns once the queue is empty
-        let passes = AtomicUsize::new(0);
-        run_counting(&q, &d.temp, &passes);
-        assert_eq!(passes.load(Ordering::SeqCst), 1);
-        for (i, p) in answers.into_iter().enumerate() {
+        let pending: Vec<Pending> = (0..10)
+            .map(|i| {
+                let id = format!("m{i}");
+                let files = vec![staged(&d, &id, &d.queue)];
+                c.submit(
+                    files,
+                    Some((notify.clone(), id, b"x-sender: a\r\n".to_vec())),
+                )
+            })
+            .collect();
+        for (i, p) in pending.into_iter().enumerate() {
             let finals = p.wait().unwrap();
             assert_eq!(fs::read(&finals[0]).unwrap(), format!("m{i}").as_bytes());
         }
+        assert_eq!(c.batches(), 1);
         assert_eq!(told.load(Ordering::SeqCst), 10);
         assert_eq!(fs::read_dir(&d.temp).unwrap().count(), 0);
+        let _ = fs::remove_dir_all(&d.root);
+    }
+
+    /// Many threads committing at once: every one is answered and on disk, and the lead passes
+    /// from waiter to waiter without a lost wake-up.
+    #[test]
+    fn concurrent_waiters_are_all_answered() {
+        let d = dirs("concurrent");
+        let c = Committer::new(d.temp.clone());
+        let (temp, queue) = (d.temp.clone(), d.queue.clone());
+        let c2 = c.clone();
+        let n = bounded(move || {
+            let dd = Dirs {
+                root: PathBuf::new(),
+                temp,
+                queue,
+            };
+            std::thread::scope(|s| {
+                for t in 0..8 {
+                    let (c, dd) = (&c2, &dd);
+                    s.spawn(move || {
+                        for k in 0..25 {
+                            let f = staged(dd, &format!("t{t}-{k}"), &dd.queue);
+                            let got = c.submit(vec![f], None).wait().unwrap();
+                            assert!(got[0].exists());
+                        }
+                    });
+                }
+            });
+            fs::read_dir(&dd.queue).unwrap().count()
+        });
+        assert_eq!(n, 200);
+        assert!(c.batches() <= 200);
+        let _ = fs::remove_dir_all(&d.root);
+    }
+
+    /// A queued commit whose handle is dropped without waiting is still made.
+    #[test]
+    fn a_dropped_pending_still_commits() {
+        let d = dirs("dropped");
+        let c = Committer::new(d.temp.clone());
+        drop(c.submit(vec![staged(&d, "x", &d.queue)], None));
+        assert!(d.queue.join("x.eml").exists());
         let _ = fs::remove_dir_all(&d.root);
     }
 
@@ -370,62 +463,22 @@ mod tests {
     fn a_failure_fails_only_its_message() {
         let d = dirs("fail");
         let missing = d.root.join("NoSuchFolder");
-        let ok = staged(&d, "good", &d.queue);
-        let bad = staged(&d, "bad", &missing);
-        let (a1, a2) = (Arc::new(Answer::default()), Arc::new(Answer::default()));
-        let mixed = Arc::new(Answer::default());
+        let c = Committer::new(d.temp.clone());
+        let good = c.submit(vec![staged(&d, "good", &d.queue)], None);
+        let bad = c.submit(vec![staged(&d, "bad", &missing)], None);
         // A two-part message whose second part fails: its first part must not stay in Queue.
-        let first = staged(&d, "part1", &d.queue);
-        let second = staged(&d, "part2", &missing);
-        commit_batch(
-            vec![
-                Job {
-                    files: vec![ok],
-                    answer: a1.clone(),
-                    notify: None,
-                },
-                Job {
-                    files: vec![bad],
-                    answer: a2.clone(),
-                    notify: None,
-                },
-                Job {
-                    files: vec![first, second],
-                    answer: mixed.clone(),
-                    notify: None,
-                },
-            ],
-            &d.temp,
+        let mixed = c.submit(
+            vec![staged(&d, "part1", &d.queue), staged(&d, "part2", &missing)],
+            None,
         );
-        let wait = |a: Arc<Answer>| {
-            Pending {
-                answer: a,
-                finals: Vec::new(),
-            }
-            .wait()
-        };
-        assert!(wait(a1).is_ok());
-        let e = wait(a2).unwrap_err();
+        assert!(good.wait().is_ok());
+        let e = bad.wait().unwrap_err();
         assert_eq!(e.op, "rename into");
-        assert!(wait(mixed).is_err());
+        assert!(mixed.wait().is_err());
+        assert_eq!(c.batches(), 1);
         assert!(d.queue.join("good.eml").exists());
         assert!(!d.queue.join("part1.eml").exists());
         assert_eq!(fs::read_dir(&d.temp).unwrap().count(), 0);
-        let _ = fs::remove_dir_all(&d.root);
-    }
-
-    /// Commits handed over just before the last handle goes are still made, and answered.
-    #[test]
-    fn the_thread_finishes_its_queue_when_the_last_handle_goes() {
-        let d = dirs("close");
-        let c = Committer::start(d.temp.clone()).unwrap();
-        let pending: Vec<Pending> = (0..5)
-            .map(|i| c.submit(vec![staged(&d, &format!("c{i}"), &d.queue)], None))
-            .collect();
-        drop(c);
-        for p in pending {
-            assert!(p.wait().unwrap()[0].exists());
-        }
         let _ = fs::remove_dir_all(&d.root);
     }
 }

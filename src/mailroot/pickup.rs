@@ -8,7 +8,7 @@
 //!    `store`, exactly as SMTP mail, or write it to Badmail with the reason,
 //! 3. remove the claimed file.
 //!
-//! Up to 64 files are claimed and handed to the commit thread before Pickup waits for them, so a
+//! Up to 64 files are claimed and queued for the group commit before Pickup waits for them, so a
 //! full folder costs a few flushes per batch rather than two per file.
 //!
 //! After a crash, a `<id>.claimed` file whose `<id>` is already in Queue, Drop or Badmail is removed
@@ -104,7 +104,7 @@ fn eligible(path: &Path, settle: Duration, now: SystemTime) -> bool {
     }
 }
 
-/// Messages handed to the commit thread before Pickup waits for them: they share its flushes.
+/// Messages queued for the group commit before Pickup waits for them: they share its flushes.
 const IN_FLIGHT: usize = 64;
 
 /// Takes every eligible file once. Returns how many were taken.
@@ -142,7 +142,7 @@ enum Taken {
     No,
     /// Dealt with (sent to Badmail).
     Done,
-    /// Its message is with the commit thread.
+    /// Its message is queued for the group commit.
     Committing(Committing),
 }
 
@@ -184,7 +184,7 @@ fn settle(vs: &VirtualServer, done: impl Iterator<Item = Committing>) -> usize {
     n
 }
 
-/// Claims one file and hands its message to the commit thread (or sends it to Badmail).
+/// Claims one file and queues its message for the group commit (or sends it to Badmail).
 fn take(vs: &VirtualServer, store: &Store, file: &Path) -> Taken {
     let qid = id::next();
     let claimed = vs.dirs.pickup.join(format!("{qid}.claimed"));

@@ -8,8 +8,8 @@
 //!
 //! and only then does the session answer 250. A crash at any instant leaves the message either only
 //! in SortTemp (the client got no 250; the leftover is removed at start-up) or complete in its folder.
-//! Steps 2 to 4 run on the mailroot's commit thread (`commit`), which shares each flush among all the
-//! messages that are ready at the same time.
+//! Steps 2 to 4 go through the mailroot's group commit (`commit`), which shares each flush among all
+//! the messages that are ready at the same time.
 //!
 //! Removing a delivered message is not flushed on its own: the next commit's folder flush carries it.
 //! A power cut in between can bring a delivered message back, to be delivered once more; it can never
@@ -82,7 +82,7 @@ pub struct Store {
     badmail: PathBuf,
     /// Told about every message committed into Queue (the delivery scheduler).
     notify: Option<Notify>,
-    /// The mailroot's commit thread.
+    /// The mailroot's group commit.
     committer: Committer,
 }
 
@@ -108,8 +108,7 @@ impl Store {
         ] {
             fs::create_dir_all(d).map_err(err("create folder", d))?;
         }
-        let committer = Committer::start(dirs.sort_temp.clone())
-            .map_err(err("start the commit thread for", &dirs.sort_temp))?;
+        let committer = Committer::new(dirs.sort_temp.clone());
         Ok(Store {
             sort_temp: dirs.sort_temp.clone(),
             queue: dirs.queue.clone(),
@@ -349,7 +348,7 @@ impl Spool {
         self.submit()?.wait()
     }
 
-    /// Hands the finished message to the commit thread without waiting, so that one thread can have
+    /// Queues the finished message for the group commit without waiting, so that one thread can have
     /// several messages in one flush (Pickup). The message is safe only once [`Pending::wait`] says so.
     pub fn submit(mut self) -> Result<Pending, StoreError> {
         if let Some(e) = self.error.take() {
@@ -391,7 +390,7 @@ impl Spool {
                 dest: dest(*folder),
             });
         }
-        // From here on the commit thread owns the files (and removes them if the commit fails).
+        // From here on the group commit owns the files (and removes them if the commit fails).
         self.written.clear();
         self.temp = PathBuf::new();
         let notify = match (

@@ -24,7 +24,7 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 }
 
 /// Flushing a whole volume needs administrator rights on Windows (FlushFileBuffers on the volume
-/// handle): the commit thread flushes file by file instead.
+/// handle): the group commit flushes file by file instead.
 pub fn sync_volume(_file: &std::fs::File) -> io::Result<()> {
     Err(io::Error::from(io::ErrorKind::Unsupported))
 }
