@@ -549,14 +549,17 @@ impl Connection {
                 Some(d) if d.code == 354 => {
                     let mut wire = Vec::with_capacity(WIRE_CHUNK + WIRE_CHUNK / 8 + 8);
                     let mut enc = DataEncoder::default();
-                    for slice in wire_slices(msg.data, WIRE_CHUNK) {
-                        wire.clear();
+                    let mut slices = wire_slices(msg.data, WIRE_CHUNK).peekable();
+                    while let Some(slice) = slices.next() {
                         enc.feed(slice, &mut wire);
-                        self.stream
-                            .write_all(&wire)
-                            .map_err(|e| format!("writing to {}: {e}", self.host))?;
+                        if slices.peek().is_some() {
+                            self.stream
+                                .write_all(&wire)
+                                .map_err(|e| format!("writing to {}: {e}", self.host))?;
+                            wire.clear();
+                        }
                     }
-                    wire.clear();
+                    // The terminator goes with the last slice: one write for a small message.
                     enc.finish(&mut wire);
                     self.write_all(&wire)?;
                     Some(self.read_reply()?)

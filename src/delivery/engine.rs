@@ -144,11 +144,14 @@ impl Engine {
             h.conn.quit();
             return;
         }
-        self.idle
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push((Instant::now(), h));
-        self.wake.notify_all();
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        idle.push((Instant::now(), h));
+        // The dispatcher only needs to hear of the first: it then wakes in time to close them.
+        let first = idle.len() == 1;
+        drop(idle);
+        if first {
+            self.wake.notify_all();
+        }
     }
 
     /// Closes idle connections that waited too long (or, with `key`, those to that destination).
@@ -231,9 +234,13 @@ impl Engine {
 
     /// Ends an attempt (see `Scheduler::finished`).
     pub fn finished(&self, id: &str, next: Option<(SystemTime, Vec<String>)>) {
+        let again = next.is_some();
         let mut s = self.sched.lock().unwrap_or_else(|p| p.into_inner());
         s.finished(id, next);
-        self.wake.notify_all();
+        // A message that is done changes nothing the dispatcher waits for.
+        if again {
+            self.wake.notify_all();
+        }
     }
 
     /// The next due message for an open connection to `key`.
