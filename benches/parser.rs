@@ -9,12 +9,11 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+// The connection's read buffer size: the scanner sees at most this much per call.
+use mailroot::server::connection::READ_BUF;
 use mailroot::smtp::command::{self, Line};
 use mailroot::smtp::data::{ChunkCheck, DataScanner, Scan};
 
-/// The connection's read buffer size (`server::connection::READ_BUF`): the scanner sees at most this
-/// much per call.
-const READ_BUF: usize = 64 * 1024;
 const MIB: usize = 1 << 20;
 
 /// Frames the first line of `buf` and parses it, as the session loop does for each command.

@@ -163,7 +163,11 @@ impl Connection {
         let _ = tcp.set_write_timeout(Some(settings.timeout));
         let _ = tcp.set_nodelay(true);
         let (stream, tls) = if settings.tls == TlsPolicy::Implicit {
-            let s = tls_wrap(settings.tls_configs.verified.clone(), host, tcp)?;
+            let config = settings
+                .tls_configs
+                .verified()
+                .map_err(|e| ConnectError::temp(format!("outbound TLS: {e}")))?;
+            let s = tls_wrap(config, host, tcp)?;
             let d = describe(&s.conn);
             (Stream::Tls(Box::new(s)), Some(d))
         } else {
@@ -193,10 +197,11 @@ impl Connection {
         match settings.tls {
             TlsPolicy::Opportunistic | TlsPolicy::Required if c.tls.is_none() && offers_tls => {
                 let config = if settings.tls == TlsPolicy::Required {
-                    settings.tls_configs.verified.clone()
+                    settings.tls_configs.verified()
                 } else {
-                    settings.tls_configs.unverified.clone()
-                };
+                    settings.tls_configs.unverified()
+                }
+                .map_err(|e| ConnectError::temp(format!("outbound TLS: {e}")))?;
                 c = c.starttls(config, settings)?;
             }
             TlsPolicy::Required if c.tls.is_none() => {

@@ -3,7 +3,10 @@
 //!
 //! hickory-resolver 0.26 is async only, so one [`Dns`] owns a small tokio runtime (one worker thread,
 //! `dns-io`) and a resolver; any plain thread calls the blocking methods, and many threads may do so at
-//! once (shared in an `Arc`: one cache, one IO thread, no lock around the runtime). Every name is made
+//! once (shared in an `Arc`: one cache, one IO thread, no lock around the runtime). Both are made at
+//! the first lookup: a relay whose smart host is an address never starts them, and an idle server
+//! keeps neither thread nor cache. A system configuration that cannot be read shows then, as a
+//! temporary DNS failure with the reason in the log and in the delivery state. Every name is made
 //! absolute (a trailing dot) before the lookup, so no resolv.conf search list ever applies. Timeouts and
 //! attempts come from [`Dns::new`]; a lookup against a server that never answers takes about
 //! `timeout × attempts` per query (an MX lookup and the address lookups of each host are separate
@@ -72,6 +75,14 @@ pub struct Target {
 
 /// A blocking resolver shared by all delivery threads (`Send + Sync`; put it in an `Arc`).
 pub struct Dns {
+    servers: Vec<SocketAddr>,
+    timeout: Duration,
+    attempts: usize,
+    /// The runtime and resolver, made at the first lookup (or why they could not be).
+    live: std::sync::OnceLock<Result<Live, String>>,
+}
+
+struct Live {
     // Declared before `rt` so the resolver (and its handles into the runtime) is dropped first.
     resolver: TokioResolver,
     rt: tokio::runtime::Runtime,
@@ -89,6 +100,25 @@ impl Dns {
     /// empty. `timeout` is per query and `attempts` the number of tries per server; both override the
     /// system configuration's values.
     pub fn new(servers: &[SocketAddr], timeout: Duration, attempts: usize) -> Result<Dns, String> {
+        Ok(Dns {
+            servers: servers.to_vec(),
+            timeout,
+            attempts,
+            live: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// The runtime and resolver, made on first use.
+    fn live(&self) -> Result<&Live, DnsError> {
+        self.live
+            .get_or_init(|| Live::start(&self.servers, self.timeout, self.attempts))
+            .as_ref()
+            .map_err(|e| DnsError::Temporary(e.clone()))
+    }
+}
+
+impl Live {
+    fn start(servers: &[SocketAddr], timeout: Duration, attempts: usize) -> Result<Live, String> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("dns-io")
@@ -125,17 +155,20 @@ impl Dns {
             o.use_hosts_file = hickory_resolver::config::ResolveHosts::Never;
         }
         let resolver = builder.build().map_err(|e| format!("DNS resolver: {e}"))?;
-        Ok(Dns { resolver, rt })
+        Ok(Live { resolver, rt })
     }
+}
 
+impl Dns {
     /// The MX hosts of `domain`, lowest preference first and in random order among equal preferences
     /// (RFC 5321 §5.1), names without the trailing dot. A domain whose only MX is `.` (RFC 7505) gives
     /// [`DnsError::NullMx`]; a domain without MX records gives [`DnsError::NoData`].
     pub fn mx(&self, domain: &str) -> Result<Vec<(u16, String)>, DnsError> {
         let name = absolute(domain)?;
-        let lookup = self
+        let live = self.live()?;
+        let lookup = live
             .rt
-            .block_on(self.resolver.mx_lookup(name))
+            .block_on(live.resolver.mx_lookup(name))
             .map_err(classify)?;
         let all: Vec<(u16, String)> = lookup
             .answers()
@@ -166,9 +199,10 @@ impl Dns {
 
     /// The PTR names of `ip`, without trailing dots.
     pub fn ptr(&self, ip: IpAddr) -> Result<Vec<String>, DnsError> {
-        let lookup = self
+        let live = self.live()?;
+        let lookup = live
             .rt
-            .block_on(self.resolver.lookup(
+            .block_on(live.resolver.lookup(
                 reverse_name(ip),
                 hickory_resolver::proto::rr::RecordType::PTR,
             ))
@@ -201,11 +235,12 @@ impl Dns {
             return Ok(vec![ip]);
         }
         let name = absolute(host)?;
-        let (r4, r6) = (self.resolver.clone(), self.resolver.clone());
+        let live = self.live()?;
+        let (r4, r6) = (live.resolver.clone(), live.resolver.clone());
         let (n4, n6) = (name.clone(), name);
-        let a = self.rt.spawn(async move { r4.ipv4_lookup(n4).await });
-        let aaaa = self.rt.spawn(async move { r6.ipv6_lookup(n6).await });
-        let (a, aaaa) = self.rt.block_on(async move { (a.await, aaaa.await) });
+        let a = live.rt.spawn(async move { r4.ipv4_lookup(n4).await });
+        let aaaa = live.rt.spawn(async move { r6.ipv6_lookup(n6).await });
+        let (a, aaaa) = live.rt.block_on(async move { (a.await, aaaa.await) });
         let a = joined(a);
         let aaaa = joined(aaaa);
         let mut addrs: Vec<IpAddr> = Vec::new();

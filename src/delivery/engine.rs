@@ -328,7 +328,8 @@ impl Service {
             let worker_engine = e.clone();
             let pool: Pool<Vec<String>, ()> = Pool::new(
                 "delivery",
-                1,
+                // Started with the first due message: an idle relay keeps no delivery thread.
+                0,
                 e.vs.delivery.max_out as usize,
                 move |ids: Vec<String>, _: &mut ()| {
                     deliver_batch(&worker_engine, ids);

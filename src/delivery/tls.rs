@@ -4,7 +4,7 @@
 //! is the minimum (rustls speaks nothing older).
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
@@ -17,62 +17,96 @@ pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// Both client configurations of a delivery engine.
+/// The two client configurations, built at the first outbound TLS connection: loading and parsing
+/// the system's trust roots costs memory and start-up time that a relay to a plaintext smart host
+/// never needs. The CA file is read and checked at start-up, so a bad one still stops the server.
 #[derive(Debug, Clone)]
 pub struct ClientTls {
-    /// Certificates checked against the trust roots and the host name.
-    pub verified: Arc<ClientConfig>,
-    /// Any certificate accepted (the handshake signatures are still checked).
-    pub unverified: Arc<ClientConfig>,
+    ca_certs: Arc<Vec<CertificateDer<'static>>>,
+    built: Arc<OnceLock<Result<Configs, String>>>,
+}
+
+#[derive(Debug)]
+struct Configs {
+    verified: Arc<ClientConfig>,
+    unverified: Arc<ClientConfig>,
 }
 
 impl ClientTls {
-    /// Loads the system's roots and `ca_file` (PEM, any number of certificates).
+    /// Reads OutboundTlsCaFile, if any; the configurations themselves are built on first use.
     pub fn new(ca_file: Option<&Path>) -> Result<ClientTls, String> {
-        let mut roots = RootCertStore::empty();
-        let native = rustls_native_certs::load_native_certs();
-        let (added, _ignored) = roots.add_parsable_certificates(native.certs);
+        let mut ca_certs = Vec::new();
         if let Some(path) = ca_file {
-            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+            ca_certs = CertificateDer::pem_file_iter(path)
                 .map_err(|e| format!("OutboundTlsCaFile {}: {e}", path.display()))?
                 .collect::<Result<_, _>>()
                 .map_err(|e| format!("OutboundTlsCaFile {}: {e}", path.display()))?;
-            if certs.is_empty() {
+            if ca_certs.is_empty() {
                 return Err(format!(
                     "OutboundTlsCaFile {}: no certificate in the file",
                     path.display()
                 ));
             }
-            for c in certs {
-                roots
-                    .add(c)
+            let mut check = RootCertStore::empty();
+            for c in &ca_certs {
+                check
+                    .add(c.clone())
                     .map_err(|e| format!("OutboundTlsCaFile {}: {e}", path.display()))?;
             }
         }
-        log::debug!(
-            "outbound TLS: {added} system trust roots, CA file {:?}",
-            ca_file
-        );
-        let verified = ClientConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let algs = provider().signature_verification_algorithms;
-        let unverified = ClientConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyCertificate(algs)))
-            .with_no_client_auth();
         Ok(ClientTls {
-            verified: Arc::new(verified),
-            unverified: Arc::new(unverified),
+            ca_certs: Arc::new(ca_certs),
+            built: Arc::new(OnceLock::new()),
         })
+    }
+
+    /// The configuration that verifies the server's certificate (the system's roots plus the CA file).
+    pub fn verified(&self) -> Result<Arc<ClientConfig>, String> {
+        self.configs().map(|c| c.verified.clone())
+    }
+
+    /// The configuration that takes any certificate (opportunistic STARTTLS).
+    pub fn unverified(&self) -> Result<Arc<ClientConfig>, String> {
+        self.configs().map(|c| c.unverified.clone())
+    }
+
+    fn configs(&self) -> Result<&Configs, String> {
+        self.built
+            .get_or_init(|| build(&self.ca_certs))
+            .as_ref()
+            .map_err(Clone::clone)
     }
 }
 
-/// Accepts any certificate: opportunistic TLS only protects against passive listeners.
+fn build(ca_certs: &[CertificateDer<'static>]) -> Result<Configs, String> {
+    let mut roots = RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    let (added, _ignored) = roots.add_parsable_certificates(native.certs);
+    for c in ca_certs {
+        roots.add(c.clone()).map_err(|e| e.to_string())?;
+    }
+    log::debug!(
+        "outbound TLS: {added} system trust roots, {} from OutboundTlsCaFile",
+        ca_certs.len()
+    );
+    let verified = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let algs = provider().signature_verification_algorithms;
+    let unverified = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCertificate(algs)))
+        .with_no_client_auth();
+    Ok(Configs {
+        verified: Arc::new(verified),
+        unverified: Arc::new(unverified),
+    })
+}
+
 #[derive(Debug)]
 struct AnyCertificate(WebPkiSupportedAlgorithms);
 

@@ -207,7 +207,8 @@ impl Server {
         let pool_shared = shared.clone();
         let pool = Pool::<Job, connection::Buffers>::new(
             "smtp-session",
-            2,
+            // One thread waits from the start; more start as connections come (and stay a minute).
+            1,
             max_threads,
             move |job: Job, bufs: &mut connection::Buffers| {
                 let guard = ActiveGuard(
