@@ -475,9 +475,12 @@ fn trim(s: &[u8]) -> &[u8] {
     &s[..s.len() - n]
 }
 
-/// `s` was checked to be printable ASCII.
+/// `s` was checked to be printable ASCII (every caller checks first; debug builds check again).
+#[inline]
 fn ascii(s: &[u8]) -> &str {
-    std::str::from_utf8(s).unwrap_or("")
+    debug_assert!(s.is_ascii());
+    // SAFETY: ASCII is valid UTF-8. Validating again cost a tenth of a MAIL command's parse.
+    unsafe { std::str::from_utf8_unchecked(s) }
 }
 
 /// The verb of a line as typed, for the protocol log (at most 16 bytes, up to the first space).
