@@ -5,9 +5,11 @@
 //! socket → [`net::listener`] (accept, connection control, MaxConnections) → [`net::pool`] (a session
 //! thread) → [`server::connection`] (bytes in and out, timeouts) ⇄ [`smtp::session`] (commands and
 //! replies; asks [`policy`] who may relay) → [`smtp::data`] (the CRLF.CRLF scanner) →
-//! [`server::intake`] (size limit, [`smtp::headers`]) → [`mailroot::store`] (write, fsync, rename,
-//! fsync the folder) → 250. Settings come from [`config`], parsed once; the protocol log is
-//! [`logging::w3c`]; platform differences live in [`os`].
+//! [`server::intake`] (size limit, [`smtp::headers`]) → [`mailroot::store`] (write the file) →
+//! [`mailroot::commit`] (fsync, rename, fsync the folder, shared with every message ready at the same
+//! moment; tells [`delivery::engine`] of a new Queue message) → 250. Then [`delivery::scheduler`]
+//! (due) → [`delivery::route`] → [`delivery::client`] (the next hop). Settings come from [`config`],
+//! parsed once; the protocol log is [`logging::w3c`]; platform differences live in [`os`].
 
 #![warn(missing_docs)]
 
