@@ -53,14 +53,7 @@ fn main() {
 /// An empty mailroot under `root`.
 fn fresh(root: &Path) -> Dirs {
     let _ = fs::remove_dir_all(root);
-    let d = Dirs {
-        mailroot: root.to_path_buf(),
-        pickup: root.join("Pickup"),
-        queue: root.join("Queue"),
-        badmail: root.join("Badmail"),
-        drop: root.join("Drop"),
-        sort_temp: root.join("SortTemp"),
-    };
+    let d = Dirs::under(root);
     for p in [&d.pickup, &d.queue, &d.badmail, &d.drop, &d.sort_temp] {
         fs::create_dir_all(p).expect("create the bench mailroot");
     }

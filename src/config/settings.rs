@@ -58,6 +58,20 @@ pub struct Dirs {
     pub sort_temp: PathBuf,
 }
 
+impl Dirs {
+    /// The standard folders under `mailroot` (what the settings give when no folder key is set).
+    pub fn under(mailroot: &std::path::Path) -> Dirs {
+        Dirs {
+            mailroot: mailroot.to_path_buf(),
+            pickup: mailroot.join("Pickup"),
+            queue: mailroot.join("Queue"),
+            badmail: mailroot.join("Badmail"),
+            drop: mailroot.join("Drop"),
+            sort_temp: mailroot.join("SortTemp"),
+        }
+    }
+}
+
 /// When the W3C log starts a new file (IIS LogFilePeriod).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogPeriod {

@@ -167,11 +167,7 @@ fn settle(vs: &VirtualServer, done: impl Iterator<Item = Committing>) -> usize {
                     "SMTPSVC{}: pickup {} -> {}",
                     vs.instance,
                     c.original.display(),
-                    paths
-                        .iter()
-                        .map(|p| p.display().to_string())
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    crate::mailroot::store::display_paths(&paths)
                 );
             }
             Err(e) => {

@@ -302,6 +302,12 @@ impl Store {
     }
 }
 
+/// `paths` as a log shows them: `a, b`.
+pub fn display_paths(paths: &[PathBuf]) -> String {
+    let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    names.join(", ")
+}
+
 /// A message being written. Dropping it without [`Spool::commit`] removes its temporary files.
 pub struct Spool {
     store: Store,
@@ -457,14 +463,7 @@ mod tests {
     use super::*;
 
     fn dirs(root: &Path) -> Dirs {
-        Dirs {
-            mailroot: root.to_path_buf(),
-            pickup: root.join("Pickup"),
-            queue: root.join("Queue"),
-            badmail: root.join("Badmail"),
-            drop: root.join("Drop"),
-            sort_temp: root.join("SortTemp"),
-        }
+        Dirs::under(root)
     }
 
     fn tempdir(name: &str) -> PathBuf {

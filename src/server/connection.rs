@@ -662,11 +662,7 @@ impl Conn<'_> {
                                 e.recipients.len(),
                                 end.size,
                                 self.peer.ip(),
-                                paths
-                                    .iter()
-                                    .map(|p| p.display().to_string())
-                                    .collect::<Vec<_>>()
-                                    .join(", ")
+                                crate::mailroot::store::display_paths(&paths)
                             );
                         }
                     }
