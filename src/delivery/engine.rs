@@ -1,8 +1,10 @@
-//! The delivery service of one Queue folder: a dispatcher thread that hands due messages to a pool of
-//! delivery threads (at most MaxOutConnections), and the Pickup thread. Newly committed messages are
-//! scheduled by the group commit itself, from the envelope it just wrote. Connections per destination are limited by
-//! MaxOutConnectionsPerDomain; a thread that finished a message on an open connection carries on with
-//! the next due message for the same destination, up to MaxBatchedMessages.
+//! The delivery service of one Queue folder: a pool of delivery threads (at most MaxOutConnections),
+//! a dispatcher thread that hands them messages as they fall due (retries, and what was queued at
+//! start-up), and the Pickup thread. A newly committed message is scheduled and handed to a delivery
+//! thread by the group commit itself, from the envelope it just wrote, with no thread in between.
+//! Connections per destination are limited by MaxOutConnectionsPerDomain; a thread that finished a
+//! message on an open connection carries on with the next due message for the same destination, up
+//! to MaxBatchedMessages.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,6 +40,8 @@ pub struct Engine {
     /// Open connections waiting for more mail (a connection cache, like Postfix's scache).
     idle: Mutex<Vec<(Instant, Held)>>,
     stopping: AtomicBool,
+    /// The delivery threads (at most MaxOutConnections).
+    pool: Pool<Vec<String>, ()>,
 }
 
 /// How long an idle connection is kept for the next message to the same destination.
@@ -191,11 +195,31 @@ impl Engine {
     }
 
     /// Schedules a message just committed (told by the group commit, with its envelope block): due now.
+    /// It goes to a delivery thread from here, without waking the dispatcher.
     fn enqueue_new(&self, id: &str, block: &[u8]) {
         let keys = Envelope::parse_block(block)
             .map(|(e, _)| self.keys(&e, None))
             .unwrap_or_default();
-        self.schedule(id, SystemTime::now(), keys);
+        let mut s = self.sched.lock().unwrap_or_else(|p| p.into_inner());
+        if !s.contains(id) {
+            s.add(id, SystemTime::now(), keys);
+        }
+        if !self.stopping() {
+            self.dispatch_due(&mut s);
+        }
+    }
+
+    /// Hands every due message to the delivery threads; those for the same destination travel
+    /// together, over one connection.
+    fn dispatch_due(&self, s: &mut Scheduler) {
+        let batch = self.vs.delivery.max_batched as usize;
+        loop {
+            let ids = s.pop_due_batch(SystemTime::now(), batch);
+            if ids.is_empty() {
+                return;
+            }
+            self.pool.submit(ids);
+        }
     }
 
     fn schedule(&self, id: &str, due: SystemTime, keys: Vec<String>) {
@@ -287,6 +311,19 @@ impl Service {
         // The store tells the engine about new Queue files; a weak reference, so that the engine
         // (which holds the store) is not kept alive by its own store.
         let engine = Arc::new_cyclic(|me: &Weak<Engine>| {
+            let worker = me.clone();
+            let pool = Pool::new(
+                "delivery",
+                // Started with the first due message: an idle relay keeps no delivery thread.
+                0,
+                vs.delivery.max_out as usize,
+                move |ids: Vec<String>, _: &mut ()| {
+                    // Gone only at shutdown: the messages stay in Queue for the next start.
+                    if let Some(e) = worker.upgrade() {
+                        deliver_batch(&e, ids);
+                    }
+                },
+            );
             let me = me.clone();
             let store = store.with_notify(Arc::new(move |id: &str, block: &[u8]| {
                 if let Some(e) = me.upgrade() {
@@ -303,6 +340,7 @@ impl Service {
                 slots: Arc::new(Slots::default()),
                 idle: Mutex::new(Vec::new()),
                 stopping: AtomicBool::new(false),
+                pool,
             }
         });
         let store = engine.store.clone();
@@ -322,29 +360,14 @@ impl Service {
             engine.enqueue(id);
         }
 
-        // The dispatcher: hands due messages to the delivery threads.
+        // The dispatcher: hands messages to the delivery threads when they fall due (retries, and
+        // what was queued at start-up), and closes cached connections that waited too long.
         let e = engine.clone();
         threads.push(spawn("dispatcher", move || {
-            let worker_engine = e.clone();
-            let pool: Pool<Vec<String>, ()> = Pool::new(
-                "delivery",
-                // Started with the first due message: an idle relay keeps no delivery thread.
-                0,
-                e.vs.delivery.max_out as usize,
-                move |ids: Vec<String>, _: &mut ()| {
-                    deliver_batch(&worker_engine, ids);
-                },
-            );
-            let batch = e.vs.delivery.max_batched as usize;
             let mut s = e.sched.lock().unwrap_or_else(|p| p.into_inner());
             while !e.stopping() {
                 let now = SystemTime::now();
-                // Due messages for the same destination travel together, over one connection.
-                let ids = s.pop_due_batch(now, batch);
-                if !ids.is_empty() {
-                    pool.submit(ids);
-                    continue;
-                }
+                e.dispatch_due(&mut s);
                 drop(s);
                 e.close_idle(None);
                 s = e.sched.lock().unwrap_or_else(|p| p.into_inner());
