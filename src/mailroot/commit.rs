@@ -199,7 +199,15 @@ fn lead<'a>(shared: &'a Shared, mut st: MutexGuard<'a, State>) -> MutexGuard<'a,
     let batch: Vec<Job> = st.queue.drain(..n).collect();
     st.batches += 1;
     drop(st);
+    let unwinding = Unwinding {
+        shared,
+        tickets: batch
+            .iter()
+            .map(|j| (j.reply.ticket, j.reply.wake.clone()))
+            .collect(),
+    };
     let answers = commit_batch(batch, &shared.sort_temp);
+    std::mem::forget(unwinding);
     let mut st = shared.lock();
     for (reply, r) in answers {
         st.done.insert(reply.ticket, r);
@@ -219,6 +227,43 @@ fn lead<'a>(shared: &'a Shared, mut st: MutexGuard<'a, State>) -> MutexGuard<'a,
         None => st.leading = false,
     }
     st
+}
+
+/// Armed while a leader commits: should the commit panic (a bug), its messages are answered with an
+/// error and the lead is given up, so the sessions behind it are not left waiting for ever.
+struct Unwinding<'a> {
+    shared: &'a Shared,
+    tickets: Vec<(u64, Arc<Condvar>)>,
+}
+
+impl Drop for Unwinding<'_> {
+    fn drop(&mut self) {
+        let mut st = self.shared.lock();
+        for (ticket, wake) in self.tickets.drain(..) {
+            st.done.insert(
+                ticket,
+                Err(StoreError {
+                    op: "commit",
+                    path: self.shared.sort_temp.clone(),
+                    source: std::io::Error::other("the commit failed unexpectedly"),
+                }),
+            );
+            wake.notify_one();
+        }
+        st.leading = false;
+        st.next_leader = None;
+        // Someone still waiting for a queued message must take the lead now.
+        let waiting: Vec<Arc<Condvar>> = st
+            .queue
+            .iter()
+            .filter(|j| st.waiting.contains(&j.reply.ticket))
+            .map(|j| j.reply.wake.clone())
+            .collect();
+        drop(st);
+        for w in waiting {
+            w.notify_one();
+        }
+    }
 }
 
 /// Runs the three steps of the module doc over `batch`; returns every job's answer.
@@ -445,6 +490,28 @@ mod tests {
         });
         assert_eq!(n, 200);
         assert!(c.batches() <= 200);
+        let _ = fs::remove_dir_all(&d.root);
+    }
+
+    /// A leader that panics (a notify that fails, say) answers its batch with an error and gives up
+    /// the lead: the next message still commits.
+    #[test]
+    fn a_panicking_leader_leaves_no_one_waiting() {
+        let d = dirs("panic");
+        let c = Committer::new(d.temp.clone());
+        let notify: Notify = Arc::new(|_: &str, _: &[u8]| panic!("a bug in the scheduler"));
+        let (c2, f) = (c.clone(), staged(&d, "boom", &d.queue));
+        let joined = std::thread::spawn(move || {
+            c2.submit(vec![f], Some((notify, "boom".into(), Vec::new())))
+                .wait()
+                .map(|_| ())
+        })
+        .join();
+        assert!(joined.is_err(), "the leader's thread panicked");
+        let next = staged(&d, "after", &d.queue);
+        let c3 = c.clone();
+        let r = bounded(move || c3.submit(vec![next], None).wait().map(|p| p[0].exists()));
+        assert!(r.unwrap());
         let _ = fs::remove_dir_all(&d.root);
     }
 
