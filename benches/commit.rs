@@ -1,7 +1,7 @@
 //! The commit protocol on this disk: how many messages per second can be made durable, one at a time
 //! and many at once. This is the bound of every accept rate mailroot reports: a sequential client
 //! (workload a) cannot be acknowledged faster than one commit after another allows, and concurrent
-//! sessions only as fast as the commit thread's shared flushes allow.
+//! sessions only as fast as the group commit's shared flushes allow.
 //!
 //! - `inline`: the protocol done by the caller alone, one message after another: create the file in
 //!   SortTemp, write 1 KiB, fdatasync, rename into Queue, fsync Queue. The ceiling of one client.
