@@ -18,8 +18,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use mailroot::config::Dirs;
-use mailroot::mailroot::id;
-use mailroot::mailroot::store::{Folder, Store};
+use mailroot::id;
+use mailroot::mailroot::store::Store;
+use mailroot::smtp::envelope::{Envelope, Recipient};
 
 const MESSAGE: usize = 1024;
 
@@ -78,7 +79,7 @@ fn run_inline(d: &Dirs, n: usize, body: &[u8]) -> f64 {
 }
 
 fn run_store(d: &Dirs, n: usize, threads: usize, body: &[u8]) -> f64 {
-    let store = Store::open(d).expect("open the store");
+    let store = Store::open(d, None).expect("open the store");
     let per = n / threads;
     let t0 = Instant::now();
     std::thread::scope(|s| {
@@ -86,10 +87,12 @@ fn run_store(d: &Dirs, n: usize, threads: usize, body: &[u8]) -> f64 {
             let store = store.clone();
             s.spawn(move || {
                 for _ in 0..per {
-                    let block = b"x-sender: a@b.test\r\nx-receiver: c@d.test\r\n".to_vec();
-                    let mut spool = store
-                        .begin(&id::next(), vec![(Folder::Queue, block)], b"")
-                        .expect("begin");
+                    let envelope = Envelope {
+                        sender: "a@b.test".into(),
+                        recipients: vec![Recipient::new("c@d.test".into(), false)],
+                        ..Envelope::default()
+                    };
+                    let mut spool = store.begin(&id::next(), envelope, b"").expect("begin");
                     spool.write(body);
                     spool.commit().expect("commit");
                 }

@@ -15,6 +15,7 @@
 
 pub mod config;
 pub mod delivery;
+pub mod id;
 pub mod logging;
 pub mod mailroot;
 pub mod net;

@@ -8,12 +8,14 @@
 
 use mailroot::delivery::client::encode_data;
 use mailroot::delivery::reply::{self, MAX_LINE, MAX_LINES, Parse};
-use mailroot::mailroot::envelope::{Envelope, Recipient};
+use mailroot::mailroot::block;
 use mailroot::mailroot::state::{State, Status};
 use mailroot::smtp::address;
-use mailroot::smtp::base64;
-use mailroot::smtp::command::{self, Body, Command, Notify, Ret};
+use mailroot::smtp::command::{self, Command};
 use mailroot::smtp::data::{DataScanner, Scan};
+use mailroot::smtp::envelope::{Envelope, Recipient};
+use mailroot::smtp::params::{Body, Notify, Ret};
+use mailroot::smtp::sasl as base64;
 use proptest::prelude::*;
 
 #[path = "support/strategies.rs"]
@@ -152,7 +154,7 @@ fn rcpt_line(r: &Recipient) -> String {
     let mut s = format!("RCPT TO:<{}>", r.address);
     if let Some(n) = r.notify {
         s.push_str(" NOTIFY=");
-        s.push_str(&n.as_param());
+        s.push_str(&n.to_string());
     }
     if let Some(o) = &r.orcpt {
         s.push_str(" ORCPT=");
@@ -176,11 +178,11 @@ proptest! {
                 "the session would not accept {}", line
             );
         }
-        let mut file = env.block(false);
+        let mut file = block::write(&env, false);
         let n = file.len();
         file.extend_from_slice(b"Received: x\r\n\r\n");
         file.extend_from_slice(&body);
-        let parsed = Envelope::parse_block(&file);
+        let parsed = block::read(&file);
         prop_assert!(parsed.is_ok(), "{:?} for {:?}", parsed, String::from_utf8_lossy(&file[..n]));
         let (back, off) = parsed.unwrap_or_default();
         prop_assert_eq!(off, n);
@@ -433,9 +435,9 @@ fn orcpt_with_gt_keeps_the_queue_file_readable() {
         }],
         ..Default::default()
     };
-    let block = env.block(false);
+    let block = block::write(&env, false);
     assert_eq!(
-        Envelope::parse_block(&block).map(|(e, _)| e),
+        block::read(&block).map(|(e, _)| e),
         Ok(env),
         "{}",
         String::from_utf8_lossy(&block)
@@ -457,7 +459,7 @@ fn orcpt_with_gt_keeps_the_queue_file_readable() {
         ..Default::default()
     };
     assert_eq!(
-        Envelope::parse_block(&env.block(false)).map(|(e, _)| e),
+        block::read(&block::write(&env, false)).map(|(e, _)| e),
         Ok(env)
     );
 }

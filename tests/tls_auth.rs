@@ -242,7 +242,7 @@ impl Smtp {
 // Helpers.
 
 fn b64(data: &[u8]) -> String {
-    mailroot::smtp::base64::encode(data)
+    mailroot::smtp::sasl::encode(data)
 }
 
 /// The AUTH PLAIN response for `user` and `pass` (no authorization identity).

@@ -379,6 +379,16 @@ impl VirtualServer {
                 .iter()
                 .any(|d| d.eq_ignore_ascii_case(domain))
     }
+
+    /// Whether mail for `address` stays here (its domain is one of ours: the Drop folder). An
+    /// address literal never does. Pickup and delivery route by this, as the relay check does.
+    pub fn is_local_address(&self, address: &str) -> bool {
+        let domain = address
+            .rsplit_once('@')
+            .map(|(_, d)| d.trim_end_matches('.'))
+            .unwrap_or_default();
+        !domain.starts_with('[') && self.is_local_domain(domain)
+    }
 }
 
 /// A next hop as written in SmartHost: a name (MX/A lookup) or a bracketed IP literal (no DNS).

@@ -1,23 +1,23 @@
-//! One delivery attempt of one queued message: read it and its state, send each pending recipient
-//! toward its route, write the outcome to the state file before going on, and when nothing is pending
-//! any more, send the reports (non-delivery, success) and remove the message. Returns when the message
-//! is due again, if it still is.
+//! One delivery attempt of one queued message: read it and its state, route each pending recipient
+//! once, send each route's recipients toward it (the Drop folder or a next hop), write the outcomes to
+//! the state file before going on, and when nothing is pending any more, hand over to `report`
+//! (non-delivery and success reports, Badmail) and remove the message. Returns when the message is due
+//! again, if it still is.
 
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
+use super::cache::Held;
 use super::client::{Connection, OutMessage, Outcome, Rcpt, Settings};
 use super::dns::DnsError;
-use super::dsn::{Kind, RecipientReport, Report};
-use super::engine::{Engine, Held};
+use super::engine::Engine;
+use super::report;
 use super::route::{self, Hops, Remote, Route};
 use super::scheduler::retry_delay;
-use crate::mailroot::envelope::{Envelope, Recipient};
+use crate::id;
 use crate::mailroot::state::{State, Status};
-use crate::mailroot::store::Folder;
-use crate::mailroot::{badmail, id};
-use crate::smtp::command::{Notify, Ret};
-use crate::time::Utc;
+use crate::mailroot::{badmail, block};
+use crate::smtp::envelope::{Envelope, Recipient};
 
 /// Runs one attempt for `id`; `held` is an open connection the caller may pass from message to message.
 pub fn run(
@@ -26,16 +26,22 @@ pub fn run(
     held: &mut Option<Held>,
 ) -> Option<(SystemTime, Vec<String>)> {
     let store = &engine.store;
-    let path = store.queue_file(qid);
-    let file = match std::fs::read(&path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+    let fresh = engine.take_fresh(qid);
+    let file = match store.read_queued(qid) {
+        Ok(Some(f)) => f,
+        Ok(None) => return None,
         Err(e) => {
-            log::error!("delivery: cannot read {}: {e}", path.display());
+            log::error!("delivery: {e}");
             return Some((SystemTime::now() + Duration::from_secs(60), Vec::new()));
         }
     };
-    let (env, offset) = match Envelope::parse_block(&file) {
+    // A message handed over by the store at its commit comes with its envelope; one found in Queue
+    // (a restart, a retry) is read back from its block.
+    let parsed = match fresh {
+        Some(q) => Ok((q.envelope, q.body_offset)),
+        None => block::read(&file),
+    };
+    let (env, offset) = match parsed {
         Ok(x) => x,
         Err(e) => {
             let reason = format!("The queue file could not be read: {e}.");
@@ -63,7 +69,7 @@ pub fn run(
         }
     }
 
-    // Group pending recipients by route.
+    // Route each pending recipient once, grouping them by route.
     let pending: Vec<&Recipient> = env
         .recipients
         .iter()
@@ -86,11 +92,17 @@ pub fn run(
     }
     if !local.is_empty() {
         let sub = Envelope {
-            recipients: local.iter().map(|r| (*r).clone()).collect(),
-            ..env.clone()
+            recipients: local
+                .iter()
+                .map(|r| Recipient {
+                    local: true,
+                    ..(*r).clone()
+                })
+                .collect(),
+            ..env.with_recipients(|_| false)
         };
         let new_id = id::next();
-        match store.commit_message(&new_id, vec![(Folder::Drop, sub.block(true))], b"", msg) {
+        match store.commit_message(&new_id, sub, b"", msg) {
             Ok(_) => {
                 for r in &local {
                     state.set(
@@ -110,8 +122,8 @@ pub fn run(
         }
     }
     let last = remote.len();
-    for (i, (rem, rcpts)) in remote.into_iter().enumerate() {
-        deliver_remote(engine, qid, &env, msg, &rem, &rcpts, &mut state, held);
+    for (i, (rem, rcpts)) in remote.iter().enumerate() {
+        deliver_remote(engine, qid, &env, msg, rem, rcpts, &mut state, held);
         // Outcomes must be on disk before the next step (and the state file is only needed if the
         // message stays in the queue, or more groups follow).
         if i + 1 < last && !state.finished() {
@@ -138,7 +150,7 @@ pub fn run(
         }
     }
     if state.finished() {
-        report_and_remove(engine, qid, &env, msg, &state);
+        report::finished(engine, qid, &env, msg, &state);
         return None;
     }
     state.attempts += 1;
@@ -151,15 +163,31 @@ pub fn run(
         .map(|d| d.as_secs())
         .unwrap_or(0);
     if age >= d.delay_expire && !state.delay_notified && !env.sender.is_empty() {
-        notify_delay(engine, qid, &env, msg, &state);
+        report::delayed(engine, qid, &env, msg, &state);
         state.delay_notified = true;
     }
     persist(engine, qid, &state);
-    let keys = engine.keys(&env, Some(&state));
+    // The routes of what is still pending, as decided above: the connections it waits for.
+    let waiting = |rcpts: &[&Recipient]| {
+        rcpts.iter().any(|r| {
+            state
+                .get(&r.address)
+                .is_some_and(|s| s.status == Status::Pending)
+        })
+    };
+    let mut keys = Vec::new();
+    if waiting(&local) {
+        keys.push("local".to_string());
+    }
+    for (rem, rcpts) in &remote {
+        if waiting(rcpts) && !keys.contains(&rem.key) {
+            keys.push(rem.key.clone());
+        }
+    }
     Some((next, keys))
 }
 
-fn persist(engine: &Engine, qid: &str, state: &State) {
+pub(super) fn persist(engine: &Engine, qid: &str, state: &State) {
     if let Err(e) = engine.store.write_state(qid, &state.to_text()) {
         log::error!("delivery: cannot record the state of {qid}: {e}");
     }
@@ -246,9 +274,7 @@ fn deliver_remote(
     {
         engine.put_idle(h);
     }
-    if held
-        .as_ref()
-        .is_some_and(|h| h.conn.sent >= engine.vs.delivery.max_batched || !h.conn.healthy)
+    if held.as_ref().is_some_and(|h| !engine.cache.reusable(h))
         && let Some(h) = held.take()
     {
         h.conn.quit();
@@ -256,7 +282,7 @@ fn deliver_remote(
     // A retry starts afresh (new lookup, new connection, maybe another host): a cached connection
     // is only for messages on their first attempt.
     if held.is_none() && state.attempts == 0 {
-        *held = engine.take_idle(&rem.key);
+        *held = engine.cache.take_idle(&rem.key);
     }
     let mut rcpts: Vec<&Recipient> = rcpts.to_vec();
     if let Some(h) = held.as_mut() {
@@ -312,7 +338,7 @@ fn deliver_remote(
             all_permanent = false;
             continue;
         }
-        let Some(slot) = engine.slot(&rem.key) else {
+        let Some(slot) = engine.cache.slot(&rem.key, &|| engine.stopping()) else {
             last_error = "451 4.3.2 delivery stopping".into();
             all_permanent = false;
             break;
@@ -452,216 +478,4 @@ fn send_all(
         todo = again;
     }
     true
-}
-
-/// Whether a recipient's NOTIFY asks for `bit` (no NOTIFY: failures and delays, as RFC 3461 §4.1).
-fn wants(notify: Option<Notify>, bit: u8) -> bool {
-    match notify {
-        None => bit == Notify::FAILURE || bit == Notify::DELAY,
-        Some(n) => n.0 & Notify::NEVER == 0 && n.0 & bit != 0,
-    }
-}
-
-fn status_of(reply: &str) -> String {
-    let mut words = reply.split(' ');
-    let code = words.next().unwrap_or("");
-    if let Some(w) = words.next() {
-        let p: Vec<&str> = w.split('.').collect();
-        if p.len() == 3
-            && p.iter()
-                .all(|x| !x.is_empty() && x.bytes().all(|b| b.is_ascii_digit()))
-        {
-            return w.to_string();
-        }
-    }
-    // "4.4.7 …" written by ourselves, or a bare code.
-    let p: Vec<&str> = code.split('.').collect();
-    if p.len() == 3 {
-        return code.to_string();
-    }
-    match code.as_bytes().first() {
-        Some(b'4') => "4.0.0".into(),
-        _ => "5.0.0".into(),
-    }
-}
-
-fn report_of(env: &Envelope, state: &State, status: Status, bit: u8) -> Vec<RecipientReport> {
-    env.recipients
-        .iter()
-        .filter(|r| wants(r.notify, bit))
-        .filter_map(|r| {
-            state
-                .get(&r.address)
-                // A next hop that took NOTIFY over reports success itself (RFC 3461 §5.2.2).
-                .filter(|s| s.status == status && !(status == Status::Done && s.dsn_passed))
-                .map(|s| (r, s))
-        })
-        .map(|(r, s)| RecipientReport {
-            address: r.address.clone(),
-            orcpt: r.orcpt.clone(),
-            status: if status == Status::Done {
-                "2.0.0".into()
-            } else {
-                status_of(&s.reply)
-            },
-            diagnostic: if s.reply.is_empty() {
-                None
-            } else {
-                Some(s.reply.clone())
-            },
-            remote_mta: if s.remote.is_empty() {
-                None
-            } else {
-                Some(s.remote.clone())
-            },
-        })
-        .collect()
-}
-
-/// Sends a report to the original sender (and SendNdrTo for failures), committed like any message.
-fn send_report(
-    engine: &Engine,
-    env: &Envelope,
-    msg: &[u8],
-    kind: Kind,
-    qid: &str,
-    rcpts: Vec<RecipientReport>,
-) {
-    let vs = &engine.vs;
-    let rid = id::next();
-    let report = Report {
-        kind,
-        reporting_mta: &vs.fqdn,
-        postmaster_domain: vs.delivery.masquerade.as_deref().unwrap_or(&vs.fqdn),
-        to: &env.sender,
-        received_from: None,
-        arrival: Utc::from_system(id::arrival(qid).unwrap_or_else(SystemTime::now)),
-        envid: env.envid.as_deref(),
-        recipients: rcpts,
-        original: msg,
-        headers_only: env.ret == Some(Ret::Hdrs),
-        id: &rid,
-        now: Utc::now(),
-    }
-    .build();
-    let mut to = vec![env.sender.clone()];
-    if kind == Kind::Failure
-        && let Some(copy) = &vs.delivery.send_ndr_to
-        && !to.iter().any(|t| t.eq_ignore_ascii_case(copy))
-    {
-        to.push(copy.clone());
-    }
-    let mut parts = Vec::new();
-    for local in [false, true] {
-        let recipients: Vec<Recipient> = to
-            .iter()
-            .filter(|a| matches!(route::route(vs, a), Route::Local) == local)
-            .map(|a| Recipient {
-                address: a.clone(),
-                local,
-                notify: None,
-                orcpt: None,
-            })
-            .collect();
-        if !recipients.is_empty() {
-            let e = Envelope {
-                sender: String::new(),
-                recipients,
-                ..Default::default()
-            };
-            parts.push((
-                if local { Folder::Drop } else { Folder::Queue },
-                e.block(local),
-            ));
-        }
-    }
-    match engine.store.commit_message(&rid, parts, b"", &report) {
-        Ok(_) => log::info!(
-            "delivery of {qid}: {kind:?} report {rid} to {}",
-            to.join(", ")
-        ),
-        Err(e) => log::error!("delivery of {qid}: cannot queue the {kind:?} report: {e}"),
-    }
-}
-
-fn notify_delay(engine: &Engine, qid: &str, env: &Envelope, msg: &[u8], state: &State) {
-    let rcpts = report_of(env, state, Status::Pending, Notify::DELAY);
-    if !rcpts.is_empty() {
-        send_report(engine, env, msg, Kind::Delay, qid, rcpts);
-    }
-}
-
-/// Every recipient is done or failed: non-delivery report (or Badmail for a report that cannot be
-/// returned), success notifications, then the message leaves the queue.
-fn report_and_remove(engine: &Engine, qid: &str, env: &Envelope, msg: &[u8], state: &State) {
-    let failed: Vec<_> = state
-        .recipients
-        .iter()
-        .filter(|r| r.status == Status::Failed)
-        .collect();
-    if !failed.is_empty() {
-        if env.sender.is_empty() {
-            // Never a report about a report: the message goes to Badmail.
-            let mut reason = String::from(
-                "This message is a delivery status notification that cannot be delivered.\r\n",
-            );
-            for f in &failed {
-                reason.push_str(&format!("{}: {}\r\n", f.address, f.reply));
-            }
-            let sub = Envelope {
-                recipients: env
-                    .recipients
-                    .iter()
-                    .filter(|r| failed.iter().any(|f| f.address == r.address))
-                    .cloned()
-                    .collect(),
-                ..env.clone()
-            };
-            if let Err(e) = badmail::write(&engine.store, qid, &sub, msg, &reason) {
-                log::error!(
-                    "delivery of {qid}: cannot write to Badmail: {e}; the message stays queued"
-                );
-                return;
-            }
-        } else {
-            let rcpts = report_of(env, state, Status::Failed, Notify::FAILURE);
-            if !rcpts.is_empty() {
-                send_report(engine, env, msg, Kind::Failure, qid, rcpts);
-            }
-        }
-    }
-    if !env.sender.is_empty() {
-        let ok = report_of(env, state, Status::Done, Notify::SUCCESS);
-        if !ok.is_empty() {
-            send_report(engine, env, msg, Kind::Relayed, qid, ok);
-        }
-    }
-    if let Err(e) = engine.store.finish(qid) {
-        log::error!("delivery of {qid}: cannot remove it from the queue: {e}");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn notify_rules() {
-        assert!(
-            wants(None, Notify::FAILURE)
-                && wants(None, Notify::DELAY)
-                && !wants(None, Notify::SUCCESS)
-        );
-        assert!(!wants(Some(Notify(Notify::NEVER)), Notify::FAILURE));
-        assert!(wants(Some(Notify(Notify::SUCCESS)), Notify::SUCCESS));
-        assert!(!wants(Some(Notify(Notify::SUCCESS)), Notify::FAILURE));
-    }
-
-    #[test]
-    fn status_codes() {
-        assert_eq!(status_of("550 5.1.1 No such user"), "5.1.1");
-        assert_eq!(status_of("554 no"), "5.0.0");
-        assert_eq!(status_of("451 temporary"), "4.0.0");
-        assert_eq!(status_of("4.4.7 delivery time expired"), "4.4.7");
-    }
 }

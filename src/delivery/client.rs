@@ -15,8 +15,8 @@ use rustls::{ClientConfig, ClientConnection, StreamOwned};
 use super::reply::{self, Reply};
 use super::tls::ClientTls;
 use crate::config::{Credentials, TlsPolicy};
-use crate::smtp::base64;
-use crate::smtp::command::{Body, Notify, Ret};
+use crate::smtp::params::{self, Body, Notify, Ret};
+use crate::smtp::sasl::encode as base64;
 
 /// What one recipient's delivery attempt came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -298,7 +298,7 @@ impl Connection {
             .to_ascii_uppercase();
         let has = |m: &str| mechs.split(' ').any(|x| x == m);
         let r = if has("PLAIN") {
-            let token = base64::encode(format!("\0{}\0{}", cred.user, cred.password).as_bytes());
+            let token = base64(format!("\0{}\0{}", cred.user, cred.password).as_bytes());
             self.command(&format!("AUTH PLAIN {token}"))
                 .map_err(ConnectError::temp)?
         } else if has("LOGIN") {
@@ -311,7 +311,7 @@ impl Connection {
                 )));
             }
             let r = self
-                .command(&base64::encode(cred.user.as_bytes()))
+                .command(&base64(cred.user.as_bytes()))
                 .map_err(ConnectError::temp)?;
             if r.code != 334 {
                 return Err(ConnectError::temp(format!(
@@ -320,7 +320,7 @@ impl Connection {
                     r.one_line()
                 )));
             }
-            self.command(&base64::encode(cred.password.as_bytes()))
+            self.command(&base64(cred.password.as_bytes()))
                 .map_err(ConnectError::temp)?
         } else {
             return Err(ConnectError::temp(format!(
@@ -447,27 +447,16 @@ impl Connection {
         } else if (msg.eight_bit || msg.body == Some(Body::EightBitMime)) && self.cap("8BITMIME") {
             mail.push_str(" BODY=8BITMIME");
         }
+        // DSN parameters go on only to a next hop that offers DSN (RFC 3461 §4.1).
         if dsn {
-            match msg.ret {
-                Some(Ret::Full) => mail.push_str(" RET=FULL"),
-                Some(Ret::Hdrs) => mail.push_str(" RET=HDRS"),
-                None => {}
-            }
-            if let Some(e) = msg.envid {
-                mail.push_str(&format!(" ENVID={e}"));
-            }
+            params::write_mail(&mut mail, None, msg.ret, msg.envid);
         }
         let rcpt_lines: Vec<String> = rcpts
             .iter()
             .map(|r| {
                 let mut l = format!("RCPT TO:<{}>", r.address);
                 if dsn {
-                    if let Some(n) = r.notify {
-                        l.push_str(&format!(" NOTIFY={}", n.as_param()));
-                    }
-                    if let Some(o) = r.orcpt {
-                        l.push_str(&format!(" ORCPT={o}"));
-                    }
+                    params::write_rcpt(&mut l, r.notify, r.orcpt);
                 }
                 l
             })

@@ -1,5 +1,5 @@
 //! Delivery status notifications (RFC 3464 multipart/report) in the shape IIS's SMTPSVC writes them
-//! (../shared/reference/iis-smtp.md §5.2): from `postmaster@<domain>` with the null sender, subject
+//! (docs/mailroot.md, "Reports"): from `postmaster@<domain>` with the null sender, subject
 //! `Delivery Status Notification (Failure)` / `(Delay)` / `(Success)`, a text part with IIS's wording,
 //! the `message/delivery-status` part with one block per recipient, and the original message (or only
 //! its headers for RET=HDRS). Pure: bytes in, bytes out.
@@ -82,8 +82,6 @@ pub struct Report<'a> {
     pub postmaster_domain: &'a str,
     /// The original envelope sender: who gets the report.
     pub to: &'a str,
-    /// The HELO name of whoever handed us the message (`Received-From-MTA`), when known.
-    pub received_from: Option<&'a str>,
     /// When the message arrived.
     pub arrival: Utc,
     /// ENVID as the client gave it.
@@ -138,9 +136,6 @@ impl Report<'_> {
         let _ = write!(h, "Reporting-MTA: dns;{}\r\n", self.reporting_mta);
         if let Some(e) = self.envid {
             let _ = write!(h, "Original-Envelope-Id: {e}\r\n");
-        }
-        if let Some(f) = self.received_from {
-            let _ = write!(h, "Received-From-MTA: dns;{f}\r\n");
         }
         let _ = write!(h, "Arrival-Date: {}\r\n", self.arrival.rfc5322());
         for r in &self.recipients {
@@ -204,7 +199,6 @@ mod tests {
             reporting_mta: "mx.local.test",
             postmaster_domain: "local.test",
             to: "sender@example.test",
-            received_from: Some("client.test"),
             arrival: Utc::from_unix(1_259_790_961, 0),
             envid: Some("QQ314159"),
             recipients: vec![RecipientReport {
@@ -234,7 +228,7 @@ mod tests {
         assert!(t.contains(
             "Delivery to the following recipients failed.\r\n\r\n       bad@remote.test\r\n"
         ));
-        assert!(t.contains("Reporting-MTA: dns;mx.local.test\r\nOriginal-Envelope-Id: QQ314159\r\nReceived-From-MTA: dns;client.test\r\nArrival-Date: Wed, 2 Dec 2009 21:56:01 +0000\r\n"));
+        assert!(t.contains("Reporting-MTA: dns;mx.local.test\r\nOriginal-Envelope-Id: QQ314159\r\nArrival-Date: Wed, 2 Dec 2009 21:56:01 +0000\r\n"));
         assert!(t.contains("\r\nOriginal-Recipient: rfc822;bad@remote.test\r\nFinal-Recipient: rfc822;bad@remote.test\r\nAction: failed\r\nStatus: 5.1.1\r\nRemote-MTA: dns;mx.remote.test\r\nDiagnostic-Code: smtp;550 5.1.1 No such user\r\n"));
         assert!(t.contains("Content-Type: message/rfc822\r\n\r\nSubject: hi\r\n"));
         assert!(t.contains("secret body"));

@@ -1,11 +1,15 @@
-//! Delivery: Pickup and Queue to the next hop, with retries, reports and Badmail.
+//! Delivery: from Queue to the next hop (or the Drop folder), with retries, reports and Badmail.
+//! `engine` schedules, `attempt` tries one message, `report` settles it, `cache` keeps connections,
+//! `route` decides where a recipient goes, `dns`, `client` and `dsn` do the rest.
 
 pub mod attempt;
+pub mod cache;
 pub mod client;
 pub mod dns;
 pub mod dsn;
 pub mod engine;
 pub mod reply;
+pub mod report;
 pub mod route;
 pub mod scheduler;
 pub mod tls;

@@ -5,8 +5,10 @@
 
 use std::path::PathBuf;
 
-use super::envelope::Envelope;
-use super::store::{Store, StoreError};
+use super::block;
+use super::error::StoreError;
+use super::store::Store;
+use crate::smtp::envelope::Envelope;
 use crate::time::Utc;
 
 /// Writes the two files for `id`. `message` is the message without envelope block; `reason` one or
@@ -18,7 +20,7 @@ pub fn write(
     message: &[u8],
     reason: &str,
 ) -> Result<PathBuf, StoreError> {
-    let mut bad = envelope.block(false);
+    let mut bad = block::write(envelope, false);
     bad.extend_from_slice(message);
     let store_result = store.badmail(id, &bad, &report(envelope, reason));
     if let Ok(p) = &store_result {
@@ -58,17 +60,12 @@ pub fn report(envelope: &Envelope, reason: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mailroot::envelope::Recipient;
+    use crate::smtp::envelope::Recipient;
 
     #[test]
     fn report_names_reason_sender_and_recipients() {
         let e = Envelope {
-            recipients: vec![Recipient {
-                address: "a@x.test".into(),
-                local: false,
-                notify: None,
-                orcpt: None,
-            }],
+            recipients: vec![Recipient::new("a@x.test".into(), false)],
             ..Default::default()
         };
         let t = report(

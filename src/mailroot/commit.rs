@@ -26,7 +26,7 @@ use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-use super::store::StoreError;
+use super::error::StoreError;
 
 /// Most messages in one batch: bounds how long the first of them waits behind the others' renames.
 const MAX_BATCH: usize = 256;
@@ -34,9 +34,9 @@ const MAX_BATCH: usize = 256;
 /// From this many files on, one volume flush is cheaper than a flush per file.
 const VOLUME_FLUSH_FROM: usize = 3;
 
-/// Told `(id, envelope block)` of each message committed into Queue, once it is durable (the
-/// delivery scheduler takes it from here, without reading the file back).
-pub type Notify = Arc<dyn Fn(&str, &[u8]) + Send + Sync>;
+/// Run once a message is durable, before its waiter hears so (the store hands a new Queue message to
+/// delivery with it, so a client that hears 250 and looks at once finds it scheduled).
+pub type OnDurable = Box<dyn FnOnce() + Send>;
 
 /// One file of a message: written and flushed to the kernel, not yet durable.
 #[derive(Debug)]
@@ -59,8 +59,8 @@ struct Reply {
 struct Job {
     files: Vec<Staged>,
     reply: Reply,
-    /// The scheduler, the identifier and the Queue envelope block, for a message with a Queue part.
-    notify: Option<(Notify, String, Vec<u8>)>,
+    /// What to run once the message is durable.
+    on_durable: Option<OnDurable>,
 }
 
 /// Everything under the committer's one lock.
@@ -124,9 +124,9 @@ impl Committer {
         }
     }
 
-    /// Queues `files` (one message); `notify` is told about it once it is durable. Nothing is
-    /// flushed until someone waits: a caller with several messages queues them all, then waits.
-    pub fn submit(&self, files: Vec<Staged>, notify: Option<(Notify, String, Vec<u8>)>) -> Pending {
+    /// Queues `files` (one message); `on_durable` runs once it is durable. Nothing is flushed until
+    /// someone waits: a caller with several messages queues them all, then waits.
+    pub fn submit(&self, files: Vec<Staged>, on_durable: Option<OnDurable>) -> Pending {
         let wake = Arc::new(Condvar::new());
         let finals = files.iter().map(|s| s.dest.clone()).collect();
         let mut st = self.shared.lock();
@@ -138,7 +138,7 @@ impl Committer {
                 ticket,
                 wake: wake.clone(),
             },
-            notify,
+            on_durable,
         });
         drop(st);
         Pending {
@@ -330,16 +330,16 @@ fn commit_batch(batch: Vec<Job>, sort_temp: &Path) -> Vec<(Reply, Result<(), Sto
         }));
     }
     drop(dirs);
-    for (job, broken) in renamed.into_iter().zip(broken_dirs) {
+    for (mut job, broken) in renamed.into_iter().zip(broken_dirs) {
         match broken {
             Some(e) => {
                 let n = job.files.len();
                 answers.push(fail(job, e, n));
             }
             None => {
-                // The scheduler first: a session that hears 250 and asks at once finds it queued.
-                if let Some((notify, id, block)) = &job.notify {
-                    notify(id, block);
+                // Delivery first: a session that hears 250 and asks at once finds it queued.
+                if let Some(f) = job.on_durable.take() {
+                    f();
                 }
                 answers.push((job.reply, Ok(())));
             }
@@ -434,20 +434,16 @@ mod tests {
         let d = dirs("batch");
         let c = Committer::new(d.temp.clone());
         let told = Arc::new(AtomicUsize::new(0));
-        let t = told.clone();
-        let notify: Notify = Arc::new(move |id: &str, block: &[u8]| {
-            assert_eq!(block, b"x-sender: a\r\n");
-            assert!(id.starts_with('m'));
-            t.fetch_add(1, Ordering::SeqCst);
-        });
         let pending: Vec<Pending> = (0..10)
             .map(|i| {
                 let id = format!("m{i}");
                 let files = vec![staged(&d, &id, &d.queue)];
-                c.submit(
-                    files,
-                    Some((notify.clone(), id, b"x-sender: a\r\n".to_vec())),
-                )
+                let (t, dest) = (told.clone(), files[0].dest.clone());
+                let on_durable: OnDurable = Box::new(move || {
+                    assert!(dest.exists(), "renamed before delivery hears of it");
+                    t.fetch_add(1, Ordering::SeqCst);
+                });
+                c.submit(files, Some(on_durable))
             })
             .collect();
         for (i, p) in pending.into_iter().enumerate() {
@@ -499,14 +495,11 @@ mod tests {
     fn a_panicking_leader_leaves_no_one_waiting() {
         let d = dirs("panic");
         let c = Committer::new(d.temp.clone());
-        let notify: Notify = Arc::new(|_: &str, _: &[u8]| panic!("a bug in the scheduler"));
+        let on_durable: OnDurable = Box::new(|| panic!("a bug in the scheduler"));
         let (c2, f) = (c.clone(), staged(&d, "boom", &d.queue));
-        let joined = std::thread::spawn(move || {
-            c2.submit(vec![f], Some((notify, "boom".into(), Vec::new())))
-                .wait()
-                .map(|_| ())
-        })
-        .join();
+        let joined =
+            std::thread::spawn(move || c2.submit(vec![f], Some(on_durable)).wait().map(|_| ()))
+                .join();
         assert!(joined.is_err(), "the leader's thread panicked");
         let next = staged(&d, "after", &d.queue);
         let c3 = c.clone();

@@ -1,10 +1,11 @@
-//! The mailroot on disk: identifiers, the envelope block at the top of each file, and the durable
-//! commit into Queue and Drop. docs/mailroot.md describes every file.
+//! The mailroot on disk: the store (the only way mail reaches the disk: the durable commit into Queue
+//! and Drop, state files, Badmail), its group commit, the envelope block at the top of each file, the
+//! Pickup folder and Badmail reports. docs/mailroot.md describes every file.
 
 pub mod badmail;
+pub mod block;
 pub mod commit;
-pub mod envelope;
-pub mod id;
+pub mod error;
 pub mod pickup;
 pub mod pickup_file;
 pub mod state;

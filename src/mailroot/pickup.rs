@@ -21,17 +21,32 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use super::commit::Pending;
-use super::envelope::Envelope;
-use super::id;
 use super::pickup_file;
-use super::store::{Folder, Store};
+use super::store::Store;
 use crate::config::VirtualServer;
-use crate::delivery::route::{self, Route};
+use crate::id;
+use crate::smtp::envelope::Envelope;
 use crate::smtp::headers::HeaderScan;
+use crate::smtp::received;
 use crate::time::Utc;
 
 /// How often an idle Pickup folder is looked at.
 const POLL: Duration = Duration::from_millis(200);
+
+/// Starts the Pickup thread of `vs`, committing through `store`, until `stop` is set.
+pub fn start(
+    vs: std::sync::Arc<VirtualServer>,
+    store: Store,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("pickup".into())
+        .spawn(move || {
+            run(&vs, &store, &|| {
+                stop.load(std::sync::atomic::Ordering::Acquire)
+            })
+        })
+}
 
 /// Runs the Pickup loop until `stopping()`.
 pub fn run(vs: &VirtualServer, store: &Store, stopping: &dyn Fn() -> bool) {
@@ -167,7 +182,7 @@ fn settle(vs: &VirtualServer, done: impl Iterator<Item = Committing>) -> usize {
                     "SMTPSVC{}: pickup {} -> {}",
                     vs.instance,
                     c.original.display(),
-                    crate::mailroot::store::display_paths(&paths)
+                    super::store::display_paths(&paths)
                 );
             }
             Err(e) => {
@@ -204,12 +219,8 @@ fn take(vs: &VirtualServer, store: &Store, file: &Path) -> Taken {
         }
     };
     match prepare(vs, &qid, &raw) {
-        Ok((parts, trace, message)) => {
-            let submitted = store.begin(&qid, parts, &trace).and_then(|mut spool| {
-                spool.write(&message);
-                spool.submit()
-            });
-            match submitted {
+        Ok((envelope, trace, message)) => {
+            match store.submit_message(&qid, envelope, &trace, &message) {
                 Ok(pending) => Taken::Committing(Committing {
                     pending,
                     claimed,
@@ -271,10 +282,10 @@ fn to_badmail(store: &Store, qid: &str, raw: &[u8], claimed: &Path, reason: &str
     }
 }
 
-type Prepared = (Vec<(Folder, Vec<u8>)>, Vec<u8>, Vec<u8>);
+type Prepared = (Envelope, Vec<u8>, Vec<u8>);
 
-/// Parses the file and applies the limits of an SMTP transaction: the envelope blocks of the Queue
-/// and Drop parts, the Received header, and the message (with a Message-ID when it had none).
+/// Parses the file and applies the limits of an SMTP transaction: the envelope with each recipient's
+/// route decision, the Received header, and the message (with a Message-ID when it had none).
 fn prepare(vs: &VirtualServer, qid: &str, raw: &[u8]) -> Result<Prepared, String> {
     let pm = pickup_file::parse(raw, vs.delivery.pickup_unstuff_dots).map_err(|e| e.to_string())?;
     let max = vs.max_message_size;
@@ -299,21 +310,9 @@ fn prepare(vs: &VirtualServer, qid: &str, raw: &[u8]) -> Result<Prepared, String
     }
     let mut env = pm.envelope;
     for r in env.recipients.iter_mut() {
-        r.local = matches!(route::route(vs, &r.address), Route::Local);
+        r.local = vs.is_local_address(&r.address);
     }
-    let mut parts = Vec::new();
-    if env.has(false) {
-        parts.push((Folder::Queue, env.block(false)));
-    }
-    if env.has(true) {
-        parts.push((Folder::Drop, env.block(true)));
-    }
-    let trace = format!(
-        "Received: from mail pickup service by {} with mailroot id {qid};\r\n\t {}\r\n",
-        vs.fqdn,
-        Utc::now().rfc5322()
-    )
-    .into_bytes();
+    let trace = received::pickup(&vs.fqdn, qid, Utc::now());
     let message = if pm.has_message_id {
         pm.message
     } else {
@@ -323,5 +322,5 @@ fn prepare(vs: &VirtualServer, qid: &str, raw: &[u8]) -> Result<Prepared, String
         h.finish(&mut |b| out.extend_from_slice(b));
         out
     };
-    Ok((parts, trace, message))
+    Ok((env, trace, message))
 }

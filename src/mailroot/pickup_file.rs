@@ -3,7 +3,7 @@
 //! pure: it turns the file's bytes into the [`Envelope`] and the message to relay, or says why the
 //! file must go to Badmail.
 //!
-//! The file is read as IIS reads it (../shared/reference/iis-smtp.md §2.1–§2.2):
+//! The file is read as IIS reads it (docs/mailroot.md, "Pickup"):
 //!
 //! - Every line ending (CRLF, bare LF, bare CR) becomes CRLF, and the last line gets one if it has
 //!   none. With `unstuff_dots` (IIS behaviour: .NET Framework writes pickup files dot-stuffed) a line
@@ -28,9 +28,9 @@ use std::fmt;
 
 use mail_parser::{HeaderValue, MessageParser};
 
-use super::envelope::{Envelope, Recipient};
 use crate::smtp::address::{self, Path};
-use crate::smtp::command::{self, Command, ParseError};
+use crate::smtp::envelope::{Envelope, Recipient};
+use crate::smtp::params::{self, MailParams, ParamError, RcptParams};
 
 /// The largest header section accepted, in bytes after line-ending normalisation. It keeps the work
 /// bounded; at about 40 bytes per `X-Receiver` line it still allows some 25,000 recipients.
@@ -458,12 +458,7 @@ fn recipients(text: &[u8], fields: &[Span]) -> Result<Vec<Recipient>, PickupErro
 }
 
 fn recipient(address: String) -> Recipient {
-    Recipient {
-        address,
-        local: false,
-        notify: None,
-        orcpt: None,
-    }
+    Recipient::new(address, false)
 }
 
 /// The addresses in one field value (as in the file: folded, ending with CRLF), each checked with
@@ -475,7 +470,7 @@ fn addresses(value: &[u8], kind: Field) -> Result<Vec<Found>, PickupError> {
         .filter(|b| !matches!(b, b'\r' | b'\n'))
         .map(|b| if *b == b'\t' { b' ' } else { *b })
         .collect();
-    let v = trim(&unfolded);
+    let v = unfolded.trim_ascii();
     if v.is_empty() {
         return Ok(Vec::new());
     }
@@ -570,16 +565,15 @@ fn looks_like_param(t: &[u8]) -> bool {
     }
 }
 
-/// Checks every parameter name against `allowed`, then has the SMTP command parser check the values,
-/// so that a Queue file's parameters mean exactly what they meant in MAIL FROM / RCPT TO.
+/// Checks every parameter name against `allowed`, then each value with the rules of MAIL FROM and
+/// RCPT TO (`smtp::params`), so that a Queue file's parameters mean exactly what they meant there.
 fn check_params<'a>(
     header: Field,
-    params: &[Vec<u8>],
+    list: &'a [Vec<u8>],
     allowed: &[&str],
-    command: &[u8],
-    line: &'a mut Vec<u8>,
-) -> Result<Command<'a>, PickupError> {
-    for p in params {
+    mut set: impl FnMut(&[u8], &'a [u8]) -> Result<(), ParamError>,
+) -> Result<(), PickupError> {
+    for p in list {
         let key = p.split(|b| *b == b'=').next().unwrap_or(p);
         if !allowed
             .iter()
@@ -591,70 +585,43 @@ fn check_params<'a>(
             });
         }
     }
-    line.extend_from_slice(command);
-    for p in params {
-        line.push(b' ');
-        line.extend_from_slice(p);
-    }
-    let joined = &line[command.len()..];
-    command::parse(line).map_err(|e| PickupError::InvalidParameter {
+    let invalid = |e: ParamError| PickupError::InvalidParameter {
         header: header.name(),
-        value: excerpt(joined),
+        value: excerpt(&list.join(&b' ')),
         reason: match e {
-            ParseError::BadParamValue(reason) => reason,
-            _ => "malformed parameters",
+            ParamError::BadValue(reason) => reason,
+            ParamError::Unknown => "malformed parameters",
         },
-    })
+    };
+    for p in list {
+        for (k, v) in params::pairs(p) {
+            set(k, v.map_err(invalid)?).map_err(invalid)?;
+        }
+    }
+    Ok(())
 }
 
 /// BODY, RET and ENVID after the X-Sender address.
-fn sender_params(params: &[Vec<u8>], env: &mut Envelope) -> Result<(), PickupError> {
-    let mut line = Vec::new();
-    let allowed = ["BODY", "RET", "ENVID"];
-    match check_params(Field::XSender, params, &allowed, b"MAIL FROM:<>", &mut line)? {
-        Command::Mail(_, p) => {
-            env.body = p.body;
-            env.ret = p.ret;
-            env.envid = p.envid.map(str::to_string);
-            Ok(())
-        }
-        _ => Err(PickupError::InvalidParameter {
-            header: Field::XSender.name(),
-            value: String::new(),
-            reason: "malformed parameters",
-        }),
-    }
+fn sender_params(list: &[Vec<u8>], env: &mut Envelope) -> Result<(), PickupError> {
+    let mut p = MailParams::default();
+    check_params(Field::XSender, list, &["BODY", "RET", "ENVID"], |k, v| {
+        p.set(k, v)
+    })?;
+    env.body = p.body;
+    env.ret = p.ret;
+    env.envid = p.envid.map(str::to_string);
+    Ok(())
 }
 
 /// NOTIFY and ORCPT after an X-Receiver address.
-fn rcpt_params(params: &[Vec<u8>], r: &mut Recipient) -> Result<(), PickupError> {
-    let mut line = Vec::new();
-    let allowed = ["NOTIFY", "ORCPT"];
-    match check_params(
-        Field::XReceiver,
-        params,
-        &allowed,
-        b"RCPT TO:<postmaster>",
-        &mut line,
-    )? {
-        Command::Rcpt(_, p) => {
-            r.notify = p.notify;
-            r.orcpt = p.orcpt.map(str::to_string);
-            Ok(())
-        }
-        _ => Err(PickupError::InvalidParameter {
-            header: Field::XReceiver.name(),
-            value: String::new(),
-            reason: "malformed parameters",
-        }),
-    }
-}
-
-fn trim(s: &[u8]) -> &[u8] {
-    let start = s.iter().take_while(|b| **b == b' ').count();
-    let s = &s[start..];
-    let end = s.len() - s.iter().rev().take_while(|b| **b == b' ').count();
-    &s[..end]
+fn rcpt_params(list: &[Vec<u8>], r: &mut Recipient) -> Result<(), PickupError> {
+    let mut p = RcptParams::default();
+    check_params(Field::XReceiver, list, &["NOTIFY", "ORCPT"], |k, v| {
+        p.set(k, v)
+    })?;
+    r.notify = p.notify;
+    r.orcpt = p.orcpt.map(str::to_string);
+    Ok(())
 }
 
 /// `bytes` for an error message: unfolded, trimmed, lossy UTF-8, control characters escaped, and at
@@ -666,7 +633,7 @@ fn excerpt(bytes: &[u8]) -> String {
         .copied()
         .take(MAX_EXCERPT * 4)
         .collect();
-    let text = String::from_utf8_lossy(trim(&unfolded));
+    let text = String::from_utf8_lossy(unfolded.trim_ascii());
     let mut out = String::with_capacity(text.len().min(MAX_EXCERPT + 8));
     for (n, c) in text.chars().enumerate() {
         if n == MAX_EXCERPT {
@@ -685,7 +652,7 @@ fn excerpt(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::smtp::command::{Body, Notify, Ret};
+    use crate::smtp::params::{Body, Notify, Ret};
 
     fn ok(raw: &str, unstuff: bool) -> PickupMessage {
         match parse(raw.as_bytes(), unstuff) {
@@ -1000,7 +967,7 @@ mod tests {
                       To: r@remote.example\r\n\
                       \r\n\
                       body\r\n";
-        let mut raw = original.block(false);
+        let mut raw = crate::mailroot::block::write(&original, false);
         assert!(raw.starts_with(
             b"x-sender: <bounce@example.com> BODY=8BITMIME RET=HDRS ENVID=QQ314159\r\n"
         ));

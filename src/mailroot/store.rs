@@ -17,11 +17,15 @@
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Seek, SeekFrom, Write};
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use super::commit::{Committer, Notify, Pending, Staged};
+use super::block;
+use super::commit::{Committer, OnDurable, Pending, Staged};
+use super::error::{StoreError, err};
 use crate::config::Dirs;
+use crate::smtp::envelope::Envelope;
 
 /// Write buffer of a message being received. Small on purpose: the DATA scanner hands over large
 /// segments, which go straight to the file; only header lines and short pieces are gathered.
@@ -36,42 +40,21 @@ pub enum Folder {
     Drop,
 }
 
-/// A failed disk operation, naming what and where.
-#[derive(Debug)]
-pub struct StoreError {
-    /// What was being done ("create", "write", "fsync", "rename", …).
-    pub op: &'static str,
-    /// The file or folder.
-    pub path: PathBuf,
-    /// The system's error.
-    pub source: io::Error,
+/// A message just committed into Queue, as the store hands it to delivery: nothing needs to read
+/// back what was just written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Queued {
+    /// The queue identifier (the file stem).
+    pub id: String,
+    /// The envelope of the Queue part (its remote recipients).
+    pub envelope: Envelope,
+    /// Where the message starts in `Queue/<id>.eml` (the length of its envelope block).
+    pub body_offset: usize,
 }
 
-impl fmt::Display for StoreError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "cannot {} {}: {}",
-            self.op,
-            self.path.display(),
-            self.source
-        )
-    }
-}
-
-impl std::error::Error for StoreError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.source)
-    }
-}
-
-fn err<'p>(op: &'static str, path: &'p Path) -> impl FnOnce(io::Error) -> StoreError + 'p {
-    move |source| StoreError {
-        op,
-        path: path.to_path_buf(),
-        source,
-    }
-}
+/// Delivery's side of the hand-over: told of each message committed into Queue once it is durable,
+/// on the committing thread (so it must only schedule, never deliver).
+pub type Handover = Arc<dyn Fn(Queued) + Send + Sync>;
 
 /// The mailroot folders a virtual server commits into.
 #[derive(Clone)]
@@ -80,8 +63,8 @@ pub struct Store {
     queue: PathBuf,
     drop: PathBuf,
     badmail: PathBuf,
-    /// Told about every message committed into Queue (the delivery scheduler).
-    notify: Option<Notify>,
+    /// Told about every message committed into Queue (delivery).
+    handover: Option<Handover>,
     /// The mailroot's group commit.
     committer: Committer,
 }
@@ -91,14 +74,15 @@ impl fmt::Debug for Store {
         f.debug_struct("Store")
             .field("queue", &self.queue)
             .field("drop", &self.drop)
-            .field("notify", &self.notify.is_some())
+            .field("handover", &self.handover.is_some())
             .finish_non_exhaustive()
     }
 }
 
 impl Store {
-    /// Opens the folders of `dirs`, creating any that are missing.
-    pub fn open(dirs: &Dirs) -> Result<Store, StoreError> {
+    /// Opens the folders of `dirs`, creating any that are missing. `handover` is told of every
+    /// message committed into Queue (none for a store that only writes, as in `mailroot check`).
+    pub fn open(dirs: &Dirs, handover: Option<Handover>) -> Result<Store, StoreError> {
         for d in [
             &dirs.sort_temp,
             &dirs.queue,
@@ -114,16 +98,9 @@ impl Store {
             queue: dirs.queue.clone(),
             drop: dirs.drop.clone(),
             badmail: dirs.badmail.clone(),
-            notify: None,
+            handover,
             committer,
         })
-    }
-
-    /// The same store, telling `notify` the identifier and envelope block of every message committed
-    /// into Queue, once it is durable.
-    pub fn with_notify(mut self, notify: Notify) -> Store {
-        self.notify = Some(notify);
-        self
     }
 
     /// The Queue folder.
@@ -131,22 +108,34 @@ impl Store {
         &self.queue
     }
 
-    /// `Queue/<id>.eml`
-    pub fn queue_file(&self, id: &str) -> PathBuf {
+    fn queue_file(&self, id: &str) -> PathBuf {
         self.queue.join(format!("{id}.eml"))
     }
 
-    /// Commits a complete message held in memory (pickup files, reports) the same way as SMTP mail.
+    /// Commits a complete message held in memory (Pickup files, reports, Drop copies) the same way as
+    /// SMTP mail, and waits until it is durable.
     pub fn commit_message(
         &self,
         id: &str,
-        parts: Vec<(Folder, Vec<u8>)>,
+        envelope: Envelope,
         trace: &[u8],
         message: &[u8],
     ) -> Result<Vec<PathBuf>, StoreError> {
-        let mut spool = self.begin(id, parts, trace)?;
+        self.submit_message(id, envelope, trace, message)?.wait()
+    }
+
+    /// Like [`Store::commit_message`], without waiting: one thread can have several messages in one
+    /// group commit (Pickup). The message is safe only once [`Pending::wait`] says so.
+    pub fn submit_message(
+        &self,
+        id: &str,
+        envelope: Envelope,
+        trace: &[u8],
+        message: &[u8],
+    ) -> Result<Pending, StoreError> {
+        let mut spool = self.begin(id, envelope, trace)?;
         spool.write(message);
-        spool.commit()
+        spool.submit()
     }
 
     /// Identifiers of the messages in Queue (files `<id>.eml`), sorted (= arrival order).
@@ -158,7 +147,7 @@ impl Store {
                 .file_name()
                 .to_str()
                 .and_then(|n| n.strip_suffix(".eml"))
-                && super::id::is_id(stem)
+                && crate::id::is_id(stem)
             {
                 ids.push(stem.to_string());
             }
@@ -167,34 +156,70 @@ impl Store {
         Ok(ids)
     }
 
+    /// Reads `Queue/<id>.eml` whole (envelope block and message); `None` when it is gone.
+    pub fn read_queued(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let p = self.queue_file(id);
+        match fs::read(&p) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::new("read", &p, e)),
+        }
+    }
+
+    /// Reads the start of `Queue/<id>.eml` and its envelope block (to schedule a message found at
+    /// start-up); `None` when it is gone.
+    pub fn read_queued_envelope(
+        &self,
+        id: &str,
+    ) -> Result<Option<Result<Envelope, block::BlockError>>, StoreError> {
+        let p = self.queue_file(id);
+        let mut f = match File::open(&p) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(StoreError::new("read", &p, e)),
+        };
+        // Enough for the block of any message mailroot writes; a block with thousands of
+        // recipients may be longer, and is then read whole.
+        let mut head = Vec::with_capacity(64 * 1024);
+        (&mut f)
+            .take(64 * 1024)
+            .read_to_end(&mut head)
+            .map_err(err("read", &p))?;
+        if head.len() == 64 * 1024 {
+            f.read_to_end(&mut head).map_err(err("read", &p))?;
+        }
+        Ok(Some(block::read(&head).map(|(e, _)| e)))
+    }
+
     /// Reads `Queue/<id>.sta`, if there is one.
     pub fn read_state(&self, id: &str) -> Result<Option<String>, StoreError> {
         let p = self.queue.join(format!("{id}.sta"));
         match fs::read_to_string(&p) {
             Ok(s) => Ok(Some(s)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(StoreError {
-                op: "read",
-                path: p,
-                source: e,
-            }),
+            Err(e) => Err(StoreError::new("read", &p, e)),
         }
     }
 
-    /// Replaces `Queue/<id>.sta` durably (temporary file, fsync, rename, fsync the folder).
+    /// Replaces `Queue/<id>.sta` durably.
     pub fn write_state(&self, id: &str, text: &str) -> Result<(), StoreError> {
-        let temp = self.sort_temp.join(format!("{id}.sta.tmp"));
-        write_synced(&temp, text.as_bytes())?;
-        let dest = self.queue.join(format!("{id}.sta"));
+        let name = format!("{id}.sta");
+        self.replace(&name, &self.queue, text.as_bytes())?;
+        crate::os::sync_dir(&self.queue).map_err(err("fsync folder", &self.queue))
+    }
+
+    /// Writes `dir/<name>` in place of any file of that name, so that a crash leaves the old
+    /// file or the new one, whole: a temporary file in SortTemp, fsync, rename. The caller flushes
+    /// the folder (once for several files).
+    fn replace(&self, name: &str, dir: &Path, bytes: &[u8]) -> Result<PathBuf, StoreError> {
+        let temp = self.sort_temp.join(format!("{name}.tmp"));
+        write_synced(&temp, bytes)?;
+        let dest = dir.join(name);
         if let Err(e) = fs::rename(&temp, &dest) {
             let _ = fs::remove_file(&temp);
-            return Err(StoreError {
-                op: "rename into",
-                path: dest,
-                source: e,
-            });
+            return Err(StoreError::new("rename into", &dest, e));
         }
-        crate::os::sync_dir(&self.queue).map_err(err("fsync folder", &self.queue))
+        Ok(dest)
     }
 
     /// Removes a message that is completely dealt with from Queue (its file and its state). Not
@@ -206,37 +231,21 @@ impl Store {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => {
-                    return Err(StoreError {
-                        op: "remove",
-                        path: p,
-                        source: e,
-                    });
+                    return Err(StoreError::new("remove", &p, e));
                 }
             }
         }
         Ok(())
     }
 
-    /// Writes `Badmail/<id>.bad` (the message) and `Badmail/<id>.bdr` (the reason) durably.
+    /// Writes `Badmail/<id>.bad` (the message) and `Badmail/<id>.bdr` (the reason) durably;
+    /// returns the path of the `.bad` file.
     pub fn badmail(&self, id: &str, bad: &[u8], bdr: &str) -> Result<PathBuf, StoreError> {
-        let mut done = Vec::new();
         // The message first, the reason last: a .bdr in Badmail means its .bad is there too.
-        for (ext, bytes) in [("bad", bad), ("bdr", bdr.as_bytes())] {
-            let temp = self.sort_temp.join(format!("{id}.{ext}.tmp"));
-            write_synced(&temp, bytes)?;
-            let dest = self.badmail.join(format!("{id}.{ext}"));
-            if let Err(e) = fs::rename(&temp, &dest) {
-                let _ = fs::remove_file(&temp);
-                return Err(StoreError {
-                    op: "rename into",
-                    path: dest,
-                    source: e,
-                });
-            }
-            done.push(dest);
-        }
+        let path = self.replace(&format!("{id}.bad"), &self.badmail, bad)?;
+        self.replace(&format!("{id}.bdr"), &self.badmail, bdr.as_bytes())?;
         crate::os::sync_dir(&self.badmail).map_err(err("fsync folder", &self.badmail))?;
-        Ok(done.into_iter().next().unwrap_or_default())
+        Ok(path)
     }
 
     /// Removes what a crash left in SortTemp (files that never got their 250). Returns how many.
@@ -248,7 +257,7 @@ impl Store {
             let is_ours = name
                 .to_str()
                 .and_then(|s| s.strip_suffix(".tmp"))
-                .map(|stem| super::id::is_id(stem.split('.').next().unwrap_or("")))
+                .map(|stem| crate::id::is_id(stem.split('.').next().unwrap_or("")))
                 .unwrap_or(false);
             if is_ours {
                 let p = entry.path();
@@ -267,28 +276,38 @@ impl Store {
     }
 
     /// Starts a message: creates its temporary file and writes the first part's envelope block and the
-    /// trace header. `parts` names each destination with its envelope block; the body written to the
-    /// returned [`Spool`] is shared by all of them.
-    pub fn begin(
-        &self,
-        id: &str,
-        parts: Vec<(Folder, Vec<u8>)>,
-        trace: &[u8],
-    ) -> Result<Spool, StoreError> {
+    /// trace header. The envelope's route decisions give the parts (see `block::parts`); the body
+    /// written to the returned [`Spool`] is shared by all of them.
+    pub fn begin(&self, id: &str, envelope: Envelope, trace: &[u8]) -> Result<Spool, StoreError> {
         let temp = self.sort_temp.join(format!("{id}.tmp"));
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(&temp)
             .map_err(err("create", &temp))?;
-        let head_len = parts.first().map(|p| p.1.len() as u64).unwrap_or(0);
+        let parts = block::parts(&envelope);
+        let head_len = parts.first().map(|p| p.1.len()).unwrap_or(0);
+        // Delivery gets the Queue part's envelope (the Queue part is first when there is one).
+        let queued = match (&self.handover, parts.first()) {
+            (Some(_), Some((Folder::Queue, _))) => Some(Queued {
+                id: id.to_string(),
+                envelope: if envelope.has(true) {
+                    envelope.with_recipients(|r| !r.local)
+                } else {
+                    envelope
+                },
+                body_offset: head_len,
+            }),
+            _ => None,
+        };
         let mut spool = Spool {
             store: self.clone(),
             id: id.to_string(),
             file: Some(BufWriter::with_capacity(SPOOL_BUF, file)),
             temp,
             parts,
-            head_len,
+            head_len: head_len as u64,
+            queued,
             error: None,
             written: Vec::new(),
         };
@@ -316,17 +335,14 @@ pub struct Spool {
     temp: PathBuf,
     parts: Vec<(Folder, Vec<u8>)>,
     head_len: u64,
+    /// What delivery is told once the message is durable (a message with a Queue part).
+    queued: Option<Queued>,
     error: Option<StoreError>,
     /// Temporary files of further parts and final paths already renamed (removed on failure).
     written: Vec<PathBuf>,
 }
 
 impl Spool {
-    /// The queue identifier (the file stem).
-    pub fn id(&self) -> &str {
-        &self.id
-    }
-
     /// Appends message bytes. The first error is kept and later writes are skipped; the commit then
     /// fails with it.
     pub fn write(&mut self, bytes: &[u8]) {
@@ -336,11 +352,7 @@ impl Spool {
         if let Some(f) = self.file.as_mut()
             && let Err(e) = f.write_all(bytes)
         {
-            self.error = Some(StoreError {
-                op: "write",
-                path: self.temp.clone(),
-                source: e,
-            });
+            self.error = Some(StoreError::new("write", &self.temp, e));
         }
     }
 
@@ -364,17 +376,9 @@ impl Spool {
         let file = self
             .file
             .take()
-            .ok_or_else(|| StoreError {
-                op: "commit",
-                path: temp.clone(),
-                source: io::Error::other("already committed"),
-            })?
+            .ok_or_else(|| StoreError::new("commit", &temp, io::Error::other("already committed")))?
             .into_inner()
-            .map_err(|e| StoreError {
-                op: "write",
-                path: temp.clone(),
-                source: e.into_error(),
-            })?;
+            .map_err(|e| StoreError::new("write", &temp, e.into_error()))?;
         let dest = |folder: Folder| self.store.folder(folder).join(format!("{}.eml", self.id));
         let mut files = Vec::with_capacity(self.parts.len());
         if let Some((folder, _)) = self.parts.first() {
@@ -399,14 +403,14 @@ impl Spool {
         // From here on the group commit owns the files (and removes them if the commit fails).
         self.written.clear();
         self.temp = PathBuf::new();
-        let notify = match (
-            &self.store.notify,
-            self.parts.iter().find(|(f, _)| *f == Folder::Queue),
-        ) {
-            (Some(n), Some((_, block))) => Some((n.clone(), self.id.clone(), block.clone())),
+        let on_durable = match (&self.store.handover, self.queued.take()) {
+            (Some(h), Some(q)) => {
+                let h = h.clone();
+                Some(Box::new(move || h(q)) as OnDurable)
+            }
             _ => None,
         };
-        Ok(self.store.committer.submit(files, notify))
+        Ok(self.store.committer.submit(files, on_durable))
     }
 }
 
@@ -420,11 +424,7 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     let r = f.write_all(bytes).and_then(|_| f.sync_data());
     if let Err(e) = r {
         let _ = fs::remove_file(path);
-        return Err(StoreError {
-            op: "write",
-            path: path.to_path_buf(),
-            source: e,
-        });
+        return Err(StoreError::new("write", path, e));
     }
     Ok(())
 }
@@ -461,6 +461,7 @@ impl Drop for Spool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::smtp::envelope::Recipient;
 
     fn dirs(root: &Path) -> Dirs {
         Dirs::under(root)
@@ -472,31 +473,67 @@ mod tests {
         p
     }
 
+    fn envelope() -> Envelope {
+        Envelope {
+            sender: "a@b.test".into(),
+            recipients: vec![
+                Recipient::new("r@remote.test".into(), false),
+                Recipient::new("l@local.test".into(), true),
+            ],
+            ..Envelope::default()
+        }
+    }
+
     #[test]
     fn commit_one_and_two_parts() {
         let root = tempdir("commit");
-        let store = Store::open(&dirs(&root)).unwrap();
-        let id = crate::mailroot::id::next();
-        let mut s = store
-            .begin(
-                &id,
-                vec![
-                    (Folder::Queue, b"x-sender: a\r\nx-receiver: r\r\n".to_vec()),
-                    (Folder::Drop, b"x-sender: a\r\nx-receiver: l\r\n".to_vec()),
-                ],
-                b"Received: x\r\n",
-            )
-            .unwrap();
+        let told = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let t = told.clone();
+        let handover: Handover = Arc::new(move |q: Queued| t.lock().unwrap().push(q));
+        let store = Store::open(&dirs(&root), Some(handover)).unwrap();
+        let id = crate::id::next();
+        let mut s = store.begin(&id, envelope(), b"Received: x\r\n").unwrap();
         s.write(b"Subject: hi\r\n\r\nbody\r\n");
         let paths = s.commit().unwrap();
         assert_eq!(paths.len(), 2);
+        let queued = fs::read(root.join("Queue").join(format!("{id}.eml"))).unwrap();
+        let block = b"x-sender: a@b.test\r\nx-receiver: r@remote.test\r\n";
         assert_eq!(
-            fs::read(root.join("Queue").join(format!("{id}.eml"))).unwrap(),
-            b"x-sender: a\r\nx-receiver: r\r\nReceived: x\r\nSubject: hi\r\n\r\nbody\r\n"
+            queued,
+            [&block[..], b"Received: x\r\nSubject: hi\r\n\r\nbody\r\n"].concat()
         );
         assert_eq!(
             fs::read(root.join("Drop").join(format!("{id}.eml"))).unwrap(),
-            b"x-sender: a\r\nx-receiver: l\r\nReceived: x\r\nSubject: hi\r\n\r\nbody\r\n"
+            b"x-sender: a@b.test\r\nx-receiver: l@local.test\r\nReceived: x\r\nSubject: hi\r\n\r\nbody\r\n"
+        );
+        assert_eq!(fs::read_dir(root.join("SortTemp")).unwrap().count(), 0);
+        // Delivery was handed the Queue part as written, without reading it back.
+        let told = told.lock().unwrap();
+        assert_eq!(told.len(), 1);
+        assert_eq!(told[0].id, id);
+        assert_eq!(told[0].body_offset, block.len());
+        assert_eq!(told[0].envelope, envelope().with_recipients(|r| !r.local));
+        assert_eq!(
+            block::read(&queued).unwrap(),
+            (told[0].envelope.clone(), block.len())
+        );
+        let _ = fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn state_and_badmail_replace_durably() {
+        let root = tempdir("replace");
+        let store = Store::open(&dirs(&root), None).unwrap();
+        assert_eq!(store.read_state("X").unwrap(), None);
+        store.write_state("X", "one").unwrap();
+        store.write_state("X", "two").unwrap();
+        assert_eq!(store.read_state("X").unwrap().as_deref(), Some("two"));
+        let bad = store.badmail("Y", b"message", "reason").unwrap();
+        assert_eq!(bad, root.join("Badmail").join("Y.bad"));
+        assert_eq!(fs::read(&bad).unwrap(), b"message");
+        assert_eq!(
+            fs::read(root.join("Badmail").join("Y.bdr")).unwrap(),
+            b"reason"
         );
         assert_eq!(fs::read_dir(root.join("SortTemp")).unwrap().count(), 0);
         let _ = fs::remove_dir_all(&root);
@@ -505,19 +542,13 @@ mod tests {
     #[test]
     fn abandoned_spool_leaves_nothing_and_leftovers_are_cleaned() {
         let root = tempdir("abandon");
-        let store = Store::open(&dirs(&root)).unwrap();
-        let s = store
-            .begin(
-                &crate::mailroot::id::next(),
-                vec![(Folder::Drop, b"x\r\n".to_vec())],
-                b"",
-            )
-            .unwrap();
+        let store = Store::open(&dirs(&root), None).unwrap();
+        let s = store.begin(&crate::id::next(), envelope(), b"").unwrap();
         drop(s);
         assert_eq!(fs::read_dir(root.join("SortTemp")).unwrap().count(), 0);
         let left = root
             .join("SortTemp")
-            .join(format!("{}.tmp", crate::mailroot::id::next()));
+            .join(format!("{}.tmp", crate::id::next()));
         fs::write(&left, b"half").unwrap();
         fs::write(root.join("SortTemp").join("keep.txt"), b"admin's").unwrap();
         assert_eq!(store.clean_sort_temp().unwrap(), 1);
@@ -529,13 +560,10 @@ mod tests {
     #[test]
     fn unwritable_sort_temp_is_an_error() {
         let root = tempdir("broken");
-        let store = Store::open(&dirs(&root)).unwrap();
+        let store = Store::open(&dirs(&root), None).unwrap();
         fs::remove_dir(root.join("SortTemp")).unwrap();
         fs::write(root.join("SortTemp"), b"not a folder").unwrap();
-        let e = store
-            .begin("X", vec![(Folder::Drop, Vec::new())], b"")
-            .err()
-            .unwrap();
+        let e = store.begin("X", envelope(), b"").err().unwrap();
         assert_eq!(e.op, "create");
         let _ = fs::remove_dir_all(&root);
     }

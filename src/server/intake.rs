@@ -2,7 +2,8 @@
 //! and the header inspector on their way into the spool file. Kept apart from the socket loop so the
 //! connection stays a thin shuttle between socket, session and store.
 
-use crate::mailroot::store::{Spool, Store, StoreError};
+use crate::mailroot::error::StoreError;
+use crate::mailroot::store::{Spool, Store};
 use crate::smtp::data::{ChunkCheck, Flaws};
 use crate::smtp::headers::HeaderScan;
 use crate::smtp::session::{MessageEnd, MessagePlan};
@@ -19,7 +20,7 @@ pub struct Intake {
 impl Intake {
     /// Opens the message file(s) of `plan`.
     pub fn open(store: &Store, plan: &MessagePlan) -> Result<Intake, StoreError> {
-        let spool = store.begin(&plan.id, plan.parts.clone(), &plan.trace)?;
+        let spool = store.begin(&plan.id, plan.envelope.clone(), &plan.trace)?;
         Ok(Intake {
             spool,
             headers: HeaderScan::new(plan.message_id_line.clone()),

@@ -13,9 +13,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::config::{Config, VirtualServer};
-use crate::delivery::engine::Service;
+use crate::delivery::engine::{Inbox, Service};
 use crate::logging::w3c::{self, Logger};
-use crate::mailroot::store::{Store, StoreError};
+use crate::mailroot::error::StoreError;
+use crate::mailroot::pickup;
+use crate::mailroot::store::Store;
 use crate::net::listener::{Acceptor, Bound};
 use crate::net::pool::Pool;
 use crate::policy::auth::Limiter;
@@ -139,6 +141,9 @@ pub struct Server {
     log_thread: Option<JoinHandle<()>>,
     bound: Vec<(u32, SocketAddr)>,
     services: Vec<Service>,
+    /// The Pickup threads, one per delivery service, and what stops them.
+    pickups: Vec<JoinHandle<()>>,
+    pickup_stop: Arc<AtomicBool>,
 }
 
 impl Server {
@@ -146,8 +151,18 @@ impl Server {
     pub fn start(config: &Config) -> Result<Server, StartError> {
         let mut instances = Vec::new();
         let mut services: Vec<(std::path::PathBuf, Store, Service)> = Vec::new();
+        let pickup_stop = Arc::new(AtomicBool::new(false));
+        let mut pickups = Vec::new();
         for vs in &config.servers {
-            let store = Store::open(&vs.dirs).map_err(StartError::Store)?;
+            // One delivery service per Queue folder; virtual servers sharing a mailroot share it (the
+            // first one's delivery settings apply) and its store, which hands Queue mail to it.
+            let shared = services
+                .iter()
+                .find(|(q, _, _)| *q == vs.dirs.queue)
+                .map(|(_, s, _)| s.clone());
+            let inbox = Inbox::new();
+            let handover = shared.is_none().then(|| inbox.handover());
+            let store = Store::open(&vs.dirs, handover).map_err(StartError::Store)?;
             let cleaned = store.clean_sort_temp().map_err(StartError::Store)?;
             if cleaned > 0 {
                 log::warn!(
@@ -156,15 +171,17 @@ impl Server {
                     vs.dirs.sort_temp.display()
                 );
             }
-            // One delivery service per Queue folder; virtual servers sharing a mailroot share it (the
-            // first one's delivery settings apply).
-            let store = match services.iter().find(|(q, _, _)| *q == vs.dirs.queue) {
-                Some((_, s, _)) => s.clone(),
+            let store = match shared {
+                Some(s) => s,
                 None => {
-                    let (service, s) =
-                        Service::start(vs.clone(), store).map_err(StartError::Delivery)?;
-                    services.push((vs.dirs.queue.clone(), s.clone(), service));
-                    s
+                    let service = Service::start(vs.clone(), store.clone(), inbox)
+                        .map_err(StartError::Delivery)?;
+                    pickups.push(
+                        pickup::start(vs.clone(), store.clone(), pickup_stop.clone())
+                            .map_err(StartError::Io)?,
+                    );
+                    services.push((vs.dirs.queue.clone(), store.clone(), service));
+                    store
                 }
             };
             let users = Users::open(&vs.security.users_file)
@@ -240,6 +257,8 @@ impl Server {
             log_thread,
             bound,
             services: services.into_iter().map(|(_, _, s)| s).collect(),
+            pickups,
+            pickup_stop,
         })
     }
 
@@ -273,6 +292,10 @@ impl Server {
             std::thread::sleep(Duration::from_millis(20));
         }
         let left = self.active_sessions();
+        self.pickup_stop.store(true, Ordering::Release);
+        for p in self.pickups.drain(..) {
+            let _ = p.join();
+        }
         for s in self.services.drain(..) {
             s.stop();
         }

@@ -2,6 +2,8 @@
 //! address literals, and the legacy source route `<@a,@b:local@domain>` (whose hops are dropped, as
 //! RFC 5321 §3.3 allows: mail goes to the final mailbox, so that is also what the relay check sees).
 
+use super::ascii;
+
 /// A mailbox `local@domain`; `domain` has no trailing dot and may be an address literal `[…]`.
 /// A bare `postmaster` (RFC 5321 §4.1.1.3) has an empty domain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -280,14 +282,6 @@ pub fn parse_path(s: &[u8]) -> Result<(Path<'_>, &[u8]), AddressError> {
 fn trim_start(s: &[u8]) -> &[u8] {
     let n = s.iter().take_while(|b| **b == b' ').count();
     &s[n..]
-}
-
-/// `s` was checked to be printable ASCII (every caller checks first; debug builds check again).
-#[inline]
-fn ascii(s: &[u8]) -> &str {
-    debug_assert!(s.is_ascii());
-    // SAFETY: ASCII is valid UTF-8. Validating again cost a tenth of a MAIL command's parse.
-    unsafe { std::str::from_utf8_unchecked(s) }
 }
 
 #[cfg(test)]

@@ -3,6 +3,8 @@
 //! line into a [`Command`] that borrows from the buffer. Nothing here allocates or does I/O.
 
 use super::address::{self, AddressError, Mailbox, Path};
+use super::ascii;
+use super::params::{MailParams, ParamError, RcptParams, parse_decimal};
 
 /// RFC 5321 §4.5.3.1.4: a command line is at most 512 octets including CRLF.
 pub const MAX_LINE: usize = 512;
@@ -37,83 +39,6 @@ pub fn take_line(buf: &[u8]) -> Line<'_> {
     }
 }
 
-/// BODY= values (RFC 6152, RFC 3030).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Body {
-    /// 7BIT
-    SevenBit,
-    /// 8BITMIME
-    EightBitMime,
-    /// BINARYMIME (requires BDAT)
-    BinaryMime,
-}
-
-/// RET= (RFC 3461).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ret {
-    /// Return the full message in a failure DSN.
-    Full,
-    /// Return only the headers.
-    Hdrs,
-}
-
-/// NOTIFY= bits (RFC 3461). `NEVER` is the empty set with [`Notify::NEVER`] set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Notify(pub u8);
-
-impl Notify {
-    /// NOTIFY=NEVER
-    pub const NEVER: u8 = 1;
-    /// SUCCESS
-    pub const SUCCESS: u8 = 2;
-    /// FAILURE
-    pub const FAILURE: u8 = 4;
-    /// DELAY
-    pub const DELAY: u8 = 8;
-
-    /// The parameter value as written on the wire.
-    pub fn as_param(self) -> String {
-        if self.0 & Self::NEVER != 0 {
-            return "NEVER".into();
-        }
-        let mut v = Vec::new();
-        for (bit, name) in [
-            (Self::SUCCESS, "SUCCESS"),
-            (Self::FAILURE, "FAILURE"),
-            (Self::DELAY, "DELAY"),
-        ] {
-            if self.0 & bit != 0 {
-                v.push(name);
-            }
-        }
-        v.join(",")
-    }
-}
-
-/// MAIL FROM parameters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct MailParams<'a> {
-    /// SIZE=
-    pub size: Option<u64>,
-    /// BODY=
-    pub body: Option<Body>,
-    /// RET=
-    pub ret: Option<Ret>,
-    /// ENVID= (xtext, as received)
-    pub envid: Option<&'a str>,
-    /// AUTH= (RFC 4954 §5: the submitter's identity, `<>` when unknown); accepted and not trusted.
-    pub auth: Option<&'a str>,
-}
-
-/// RCPT TO parameters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct RcptParams<'a> {
-    /// NOTIFY=
-    pub notify: Option<Notify>,
-    /// ORCPT= (`addr-type;xtext`, as received)
-    pub orcpt: Option<&'a str>,
-}
-
 /// One parsed command, borrowing from the line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Command<'a> {
@@ -145,7 +70,8 @@ pub enum Command<'a> {
     Auth(&'a str, Option<&'a str>),
 }
 
-/// Why a line is not a valid command. Each maps to one reply (see `reply.rs`).
+/// Why a line is not a valid command. The session answers each with one reply (`Session::command`
+/// maps them; the texts are in `reply.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ParseError {
     /// 500 5.5.1: not a command we know.
@@ -160,6 +86,15 @@ pub enum ParseError {
     UnknownParam,
     /// 501 5.5.4: a known parameter with a bad value.
     BadParamValue(&'static str),
+}
+
+impl From<ParamError> for ParseError {
+    fn from(e: ParamError) -> ParseError {
+        match e {
+            ParamError::Unknown => ParseError::UnknownParam,
+            ParamError::BadValue(why) => ParseError::BadParamValue(why),
+        }
+    }
 }
 
 const fn word(s: &[u8; 4]) -> u32 {
@@ -246,50 +181,7 @@ fn parse_mail(arg: &[u8]) -> Result<Command<'_>, ParseError> {
     let (path, params) = address::parse_path(rest).map_err(|e| match e {
         AddressError::Syntax | AddressError::NonAscii => ParseError::BadSender,
     })?;
-    let mut p = MailParams::default();
-    for (k, v) in params_iter(params) {
-        let v = v?;
-        if k.eq_ignore_ascii_case(b"SIZE") {
-            let n = parse_decimal(v).ok_or(ParseError::BadParamValue("SIZE needs a number"))?;
-            set_once(&mut p.size, n)?;
-        } else if k.eq_ignore_ascii_case(b"BODY") {
-            let b = if v.eq_ignore_ascii_case(b"7BIT") {
-                Body::SevenBit
-            } else if v.eq_ignore_ascii_case(b"8BITMIME") {
-                Body::EightBitMime
-            } else if v.eq_ignore_ascii_case(b"BINARYMIME") {
-                Body::BinaryMime
-            } else {
-                return Err(ParseError::BadParamValue(
-                    "BODY must be 7BIT, 8BITMIME or BINARYMIME",
-                ));
-            };
-            set_once(&mut p.body, b)?;
-        } else if k.eq_ignore_ascii_case(b"RET") {
-            let r = if v.eq_ignore_ascii_case(b"FULL") {
-                Ret::Full
-            } else if v.eq_ignore_ascii_case(b"HDRS") {
-                Ret::Hdrs
-            } else {
-                return Err(ParseError::BadParamValue("RET must be FULL or HDRS"));
-            };
-            set_once(&mut p.ret, r)?;
-        } else if k.eq_ignore_ascii_case(b"AUTH") {
-            if !(v == b"<>" || is_xtext(v)) || v.len() > 500 {
-                return Err(ParseError::BadParamValue("AUTH must be <> or xtext"));
-            }
-            set_once(&mut p.auth, ascii(v))?;
-        } else if k.eq_ignore_ascii_case(b"ENVID") {
-            if v.len() > 100 || !is_xtext(v) {
-                return Err(ParseError::BadParamValue(
-                    "ENVID must be xtext of at most 100 characters",
-                ));
-            }
-            set_once(&mut p.envid, ascii(v))?;
-        } else {
-            return Err(ParseError::UnknownParam);
-        }
-    }
+    let p = MailParams::parse(params)?;
     Ok(Command::Mail(path, p))
 }
 
@@ -300,48 +192,7 @@ fn parse_rcpt(arg: &[u8]) -> Result<Command<'_>, ParseError> {
     let Path::Mailbox(mailbox) = path else {
         return Err(ParseError::BadRecipient);
     };
-    let mut p = RcptParams::default();
-    for (k, v) in params_iter(params) {
-        let v = v?;
-        if k.eq_ignore_ascii_case(b"NOTIFY") {
-            let mut n = 0u8;
-            for item in v.split(|b| *b == b',') {
-                let bit = if item.eq_ignore_ascii_case(b"NEVER") {
-                    Notify::NEVER
-                } else if item.eq_ignore_ascii_case(b"SUCCESS") {
-                    Notify::SUCCESS
-                } else if item.eq_ignore_ascii_case(b"FAILURE") {
-                    Notify::FAILURE
-                } else if item.eq_ignore_ascii_case(b"DELAY") {
-                    Notify::DELAY
-                } else {
-                    return Err(ParseError::BadParamValue(
-                        "NOTIFY must be NEVER or SUCCESS,FAILURE,DELAY",
-                    ));
-                };
-                n |= bit;
-            }
-            if n & Notify::NEVER != 0 && n != Notify::NEVER {
-                return Err(ParseError::BadParamValue("NOTIFY=NEVER cannot be combined"));
-            }
-            set_once(&mut p.notify, Notify(n))?;
-        } else if k.eq_ignore_ascii_case(b"ORCPT") {
-            let semi = memchr::memchr(b';', v)
-                .ok_or(ParseError::BadParamValue("ORCPT must be type;address"))?;
-            let (t, x) = (&v[..semi], &v[semi + 1..]);
-            if t.is_empty()
-                || !t.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-')
-                || x.is_empty()
-                || !is_xtext(x)
-                || v.len() > 500
-            {
-                return Err(ParseError::BadParamValue("ORCPT must be type;xtext"));
-            }
-            set_once(&mut p.orcpt, ascii(v))?;
-        } else {
-            return Err(ParseError::UnknownParam);
-        }
-    }
+    let p = RcptParams::parse(params)?;
     Ok(Command::Rcpt(mailbox, p))
 }
 
@@ -392,65 +243,6 @@ fn parse_bdat(arg: &[u8]) -> Result<Command<'_>, ParseError> {
     }
 }
 
-/// Iterates `KEY=VALUE` parameters separated by spaces. A parameter without `=` yields an empty value
-/// (RFC 5321 allows keyword-only parameters; none of ours is one, so it is reported as unknown).
-fn params_iter(s: &[u8]) -> impl Iterator<Item = (&[u8], Result<&[u8], ParseError>)> {
-    s.split(|b| *b == b' ')
-        .filter(|p| !p.is_empty())
-        .map(|p| match memchr::memchr(b'=', p) {
-            Some(i) if i > 0 => {
-                let v = &p[i + 1..];
-                let r = if v.is_empty() || v.iter().any(|b| !(33..=126).contains(b)) {
-                    Err(ParseError::BadParamValue(
-                        "parameter values must be printable ASCII",
-                    ))
-                } else {
-                    Ok(v)
-                };
-                (&p[..i], r)
-            }
-            _ => (p, Err(ParseError::UnknownParam)),
-        })
-}
-
-fn set_once<T>(slot: &mut Option<T>, v: T) -> Result<(), ParseError> {
-    if slot.is_some() {
-        return Err(ParseError::BadParamValue("parameter given twice"));
-    }
-    *slot = Some(v);
-    Ok(())
-}
-
-/// RFC 3461 xtext: printable ASCII except '+' and '=', with `+XX` hex escapes.
-fn is_xtext(v: &[u8]) -> bool {
-    let mut i = 0;
-    while i < v.len() {
-        match v[i] {
-            b'+' => {
-                let ok = v.get(i + 1..i + 3).is_some_and(|h| {
-                    h.iter()
-                        .all(|c| c.is_ascii_digit() || (b'A'..=b'F').contains(c))
-                });
-                if !ok {
-                    return false;
-                }
-                i += 3;
-            }
-            b'=' => return false,
-            33..=126 => i += 1,
-            _ => return false,
-        }
-    }
-    true
-}
-
-fn parse_decimal(s: &[u8]) -> Option<u64> {
-    if s.is_empty() || s.len() > 19 || !s.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    Some(s.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
-}
-
 fn strip_prefix_ci<'a>(s: &'a [u8], p: &[u8]) -> Option<&'a [u8]> {
     let s = trim_start(s);
     if s.len() >= p.len() && s[..p.len()].eq_ignore_ascii_case(p) {
@@ -460,6 +252,8 @@ fn strip_prefix_ci<'a>(s: &'a [u8], p: &[u8]) -> Option<&'a [u8]> {
     }
 }
 
+// Command arguments are trimmed of SP and HTAB only (RFC 5321's WSP): a stray CR or FF before the
+// line end is not white space here, so std's `trim_ascii` would accept what this refuses.
 fn trim_start(s: &[u8]) -> &[u8] {
     let n = s.iter().take_while(|b| **b == b' ' || **b == b'\t').count();
     &s[n..]
@@ -475,14 +269,6 @@ fn trim(s: &[u8]) -> &[u8] {
     &s[..s.len() - n]
 }
 
-/// `s` was checked to be printable ASCII (every caller checks first; debug builds check again).
-#[inline]
-fn ascii(s: &[u8]) -> &str {
-    debug_assert!(s.is_ascii());
-    // SAFETY: ASCII is valid UTF-8. Validating again cost a tenth of a MAIL command's parse.
-    unsafe { std::str::from_utf8_unchecked(s) }
-}
-
 /// The verb of a line as typed, for the protocol log (at most 16 bytes, up to the first space).
 pub fn verb_of(line: &[u8]) -> &[u8] {
     let end = memchr::memchr(b' ', line).unwrap_or(line.len()).min(16);
@@ -492,6 +278,7 @@ pub fn verb_of(line: &[u8]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::smtp::params::{Body, Notify, Ret};
 
     fn ok(s: &str) -> Command<'_> {
         parse(s.as_bytes()).unwrap_or_else(|e| panic!("{s}: {e:?}"))
@@ -767,15 +554,6 @@ mod tests {
         );
         assert_eq!(err("RCPT TO:<u@x.test> SIZE=1"), ParseError::UnknownParam);
         assert_eq!(err("RCPT TO:<u@x.test> XYZ"), ParseError::UnknownParam);
-    }
-
-    #[test]
-    fn notify_round_trip() {
-        assert_eq!(Notify(Notify::NEVER).as_param(), "NEVER");
-        assert_eq!(
-            Notify(Notify::SUCCESS | Notify::FAILURE).as_param(),
-            "SUCCESS,FAILURE"
-        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The trace header mailroot puts on top of every accepted message (RFC 5321 §4.4), shaped like IIS's:
 //! `Received: from <helo> ([<ip>]) by <fqdn> with ESMTP id <queue id>;` and the date on a folded line.
+//! A message taken from Pickup gets IIS's `from mail pickup service` form of the same line.
 
 use std::net::IpAddr;
 
@@ -55,18 +56,28 @@ impl Trace<'_> {
             Some(None) => format!("[{}] RDNS failed", self.ip),
             None => format!("[{}]", self.ip),
         };
-        format!(
-            "Received: from {} ({}) by {} with {} id {}{};\r\n\t {}\r\n",
-            self.helo,
-            client,
+        line(
+            &format!("{} ({client})", self.helo),
             self.by,
             self.protocol,
             self.id,
-            comment,
-            self.at.rfc5322()
+            &comment,
+            self.at,
         )
-        .into_bytes()
     }
+}
+
+/// The Received header of a message taken from the Pickup folder, by `by` with queue id `id`.
+pub fn pickup(by: &str, id: &str, at: Utc) -> Vec<u8> {
+    line("mail pickup service", by, "mailroot", id, "", at)
+}
+
+fn line(from: &str, by: &str, with: &str, id: &str, comment: &str, at: Utc) -> Vec<u8> {
+    format!(
+        "Received: from {from} by {by} with {with} id {id}{comment};\r\n\t {}\r\n",
+        at.rfc5322()
+    )
+    .into_bytes()
 }
 
 #[cfg(test)]
@@ -99,6 +110,19 @@ mod tests {
         assert_eq!(
             String::from_utf8(t.header()).unwrap(),
             "Received: from client.test ([127.0.0.1]) by mx.local.test with ESMTPSA id ABC\r\n\t(using TLSv1_3 TLS13_AES_256_GCM_SHA384; authenticated user scanner);\r\n\t Wed, 2 Dec 2009 21:56:01 +0000\r\n"
+        );
+    }
+
+    #[test]
+    fn pickup_form() {
+        assert_eq!(
+            String::from_utf8(pickup(
+                "mx.local.test",
+                "ABC",
+                Utc::from_unix(1_259_790_961, 0)
+            ))
+            .unwrap(),
+            "Received: from mail pickup service by mx.local.test with mailroot id ABC;\r\n\t Wed, 2 Dec 2009 21:56:01 +0000\r\n"
         );
     }
 

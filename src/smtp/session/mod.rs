@@ -2,22 +2,26 @@
 //! feeds it one command line at a time and it appends the reply to an output buffer and says what the
 //! connection must do next ([`Next`]): go on, close, or receive a message (DATA or BDAT), whose end it
 //! reports back ([`MessageEnd`]) for the verdict. Disk work (opening and committing the message) is the
-//! connection's, through `mailroot::store`; the session only decides.
+//! connection's, through `mailroot::store`; the session only decides. AUTH lives in `auth`, the plan
+//! of a message (identifier, trace header, envelope) in `plan`.
 
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod auth;
+mod plan;
+
+pub use plan::MessagePlan;
+
 use super::address::{Mailbox, Path};
-use super::base64;
-use super::command::{self, Body, Command, MailParams, ParseError};
+use super::command::{self, Command, ParseError};
 use super::data::Flaws;
-use super::received::Trace;
+use super::envelope::{Envelope, Recipient};
+use super::params::{Body, MailParams, RcptParams};
 use super::reply;
+use super::sasl::Step;
 use crate::config::VirtualServer;
-use crate::mailroot::envelope::{Envelope, Recipient};
-use crate::mailroot::id;
-use crate::mailroot::store::Folder;
 use crate::policy::auth::Limiter;
 use crate::policy::relay::{self, Decision};
 use crate::policy::users::Users;
@@ -54,25 +58,6 @@ pub enum Next {
     },
 }
 
-/// Everything the connection needs to open a message file.
-#[derive(Debug, Clone)]
-pub struct MessagePlan {
-    /// Queue identifier (file stem).
-    pub id: String,
-    /// The Message-ID mailroot gives the message (`<…>`), used when the client sent none.
-    pub message_id: String,
-    /// The `Message-ID:` header line to insert where the message has none.
-    pub message_id_line: Vec<u8>,
-    /// Destination folders, each with its envelope block; the first is written as data streams in.
-    pub parts: Vec<(Folder, Vec<u8>)>,
-    /// The Received header.
-    pub trace: Vec<u8>,
-    /// Bytes after which the message is over a size limit (store nothing more, keep reading).
-    pub limit: u64,
-    /// Whether bare CR/LF/NUL are allowed (BODY=BINARYMIME over BDAT).
-    pub binary: bool,
-}
-
 /// What the connection saw while receiving a message.
 #[derive(Debug, Clone, Default)]
 pub struct MessageEnd {
@@ -98,21 +83,9 @@ pub enum Verdict {
     },
 }
 
-/// Where an AUTH exchange stands.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum AuthStep {
-    /// PLAIN: waiting for the response after `334 `.
-    Plain,
-    /// LOGIN: waiting for the user name.
-    LoginUser,
-    /// LOGIN: waiting for the password of this user.
-    LoginPassword(String),
-}
-
 #[derive(Debug)]
 struct Transaction {
     envelope: Envelope,
-    params_body: Option<Body>,
     rcpt_attempts: u32,
     /// A BDAT sequence has begun.
     bdat: bool,
@@ -132,7 +105,7 @@ pub struct Session {
     /// The authenticated user.
     auth_user: Option<String>,
     /// An AUTH exchange waiting for the client's next line.
-    auth: Option<AuthStep>,
+    auth: Option<Step>,
     users: Option<Arc<Users>>,
     limiter: Option<Arc<Limiter>>,
     auth_failures: u32,
@@ -188,11 +161,6 @@ impl Session {
         self.tx = None;
         self.auth_user = None;
         self.auth = None;
-    }
-
-    /// The TLS version and cipher, when TLS is in use.
-    pub fn tls(&self) -> Option<&str> {
-        self.tls.as_deref()
     }
 
     /// The authenticated user, if any.
@@ -472,7 +440,6 @@ impl Session {
                 envid: params.envid.map(str::to_string),
                 recipients: Vec::new(),
             },
-            params_body: params.body,
             rcpt_attempts: 0,
             bdat: false,
             message_id: None,
@@ -480,12 +447,7 @@ impl Session {
         Next::Continue
     }
 
-    fn rcpt(
-        &mut self,
-        to: Mailbox<'_>,
-        params: command::RcptParams<'_>,
-        out: &mut Vec<u8>,
-    ) -> Next {
+    fn rcpt(&mut self, to: Mailbox<'_>, params: RcptParams<'_>, out: &mut Vec<u8>) -> Next {
         let may_relay = self.may_relay();
         let Some(tx) = self.tx.as_mut() else {
             out.extend_from_slice(reply::NEED_MAIL);
@@ -532,144 +494,6 @@ impl Session {
         Next::Continue
     }
 
-    fn auth_command(&mut self, mech: &str, initial: Option<&str>, out: &mut Vec<u8>) -> Next {
-        if self.helo.is_none() {
-            out.extend_from_slice(reply::SEND_HELLO_FIRST);
-            return self.error(out);
-        }
-        if self.auth_user.is_some() {
-            out.extend_from_slice(reply::AUTH_ALREADY);
-            return self.error(out);
-        }
-        if self.tx.is_some() {
-            out.extend_from_slice(reply::AUTH_IN_TRANSACTION);
-            return self.error(out);
-        }
-        if !(self.vs.security.basic && self.users.is_some()) {
-            out.extend_from_slice(reply::AUTH_NOT_AVAILABLE);
-            return self.error(out);
-        }
-        if self.tls.is_none() && !self.vs.security.plaintext_auth {
-            out.extend_from_slice(reply::AUTH_NEEDS_TLS);
-            return self.error(out);
-        }
-        if self.limiter.as_ref().is_some_and(|l| l.locked(self.peer)) {
-            out.extend_from_slice(reply::AUTH_LOCKED);
-            return Next::Continue;
-        }
-        match (mech.to_ascii_uppercase().as_str(), initial) {
-            ("PLAIN", None) => {
-                out.extend_from_slice(b"334 \r\n");
-                self.auth = Some(AuthStep::Plain);
-                Next::Continue
-            }
-            ("PLAIN", Some(resp)) => self.auth_response(AuthStep::Plain, resp.as_bytes(), out),
-            ("LOGIN", None) => {
-                out.extend_from_slice(b"334 VXNlcm5hbWU6\r\n");
-                self.auth = Some(AuthStep::LoginUser);
-                Next::Continue
-            }
-            ("LOGIN", Some(resp)) => self.auth_response(AuthStep::LoginUser, resp.as_bytes(), out),
-            _ => {
-                out.extend_from_slice(reply::AUTH_UNKNOWN_MECHANISM);
-                self.error(out)
-            }
-        }
-    }
-
-    /// The client's answer to a 334 challenge (or an initial response).
-    fn auth_response(&mut self, step: AuthStep, line: &[u8], out: &mut Vec<u8>) -> Next {
-        if line == b"*" {
-            out.extend_from_slice(reply::AUTH_CANCELLED);
-            return self.error(out);
-        }
-        // "=" is an empty initial response (RFC 4954 §4).
-        let decoded = if line == b"=" {
-            Some(Vec::new())
-        } else {
-            base64::decode(line)
-        };
-        let Some(bytes) = decoded.filter(|b| b.len() <= 1024) else {
-            out.extend_from_slice(reply::AUTH_BAD_INPUT);
-            return self.error(out);
-        };
-        match step {
-            AuthStep::Plain => {
-                // authzid NUL authcid NUL passwd; an authzid other than the user is not allowed.
-                let mut parts = bytes.split(|b| *b == 0);
-                let (Some(authz), Some(user), Some(pass), None) =
-                    (parts.next(), parts.next(), parts.next(), parts.next())
-                else {
-                    out.extend_from_slice(reply::AUTH_BAD_INPUT);
-                    return self.error(out);
-                };
-                let (Ok(authz), Ok(user), Ok(pass)) = (
-                    std::str::from_utf8(authz),
-                    std::str::from_utf8(user),
-                    std::str::from_utf8(pass),
-                ) else {
-                    out.extend_from_slice(reply::AUTH_BAD_INPUT);
-                    return self.error(out);
-                };
-                if !authz.is_empty() && authz != user {
-                    return self.auth_failed(out);
-                }
-                self.auth_check(user, pass, out)
-            }
-            AuthStep::LoginUser => match String::from_utf8(bytes) {
-                Ok(user) => {
-                    out.extend_from_slice(b"334 UGFzc3dvcmQ6\r\n");
-                    self.auth = Some(AuthStep::LoginPassword(user));
-                    Next::Continue
-                }
-                Err(_) => {
-                    out.extend_from_slice(reply::AUTH_BAD_INPUT);
-                    self.error(out)
-                }
-            },
-            AuthStep::LoginPassword(user) => match String::from_utf8(bytes) {
-                Ok(pass) => self.auth_check(&user, &pass, out),
-                Err(_) => {
-                    out.extend_from_slice(reply::AUTH_BAD_INPUT);
-                    self.error(out)
-                }
-            },
-        }
-    }
-
-    fn auth_check(&mut self, user: &str, pass: &str, out: &mut Vec<u8>) -> Next {
-        let ok = self.users.as_ref().is_some_and(|u| u.verify(user, pass));
-        if ok {
-            self.auth_user = Some(user.to_string());
-            out.extend_from_slice(reply::AUTH_OK);
-            log::info!(
-                "SMTPSVC{}: {} authenticated as {user}",
-                self.vs.instance,
-                self.peer
-            );
-            Next::Continue
-        } else {
-            // The name tried is not logged: users sometimes type a password there.
-            log::info!(
-                "SMTPSVC{}: failed AUTH from {}",
-                self.vs.instance,
-                self.peer
-            );
-            self.auth_failed(out)
-        }
-    }
-
-    fn auth_failed(&mut self, out: &mut Vec<u8>) -> Next {
-        self.auth_failures += 1;
-        if let Some(l) = &self.limiter {
-            l.failure(self.peer);
-        }
-        // A growing delay per failure in this session: 1 s, 2 s, 4 s … at most 8 s.
-        self.penalty = Duration::from_secs(1u64 << (self.auth_failures - 1).min(3));
-        out.extend_from_slice(reply::AUTH_FAILED);
-        self.error(out)
-    }
-
     /// Why a message cannot start now, if it cannot.
     fn refuse_message(&self) -> Option<&'static [u8]> {
         match &self.tx {
@@ -694,7 +518,7 @@ impl Session {
             out.extend_from_slice(reply::DATA_AFTER_BDAT);
             return self.error(out);
         }
-        if tx.params_body == Some(Body::BinaryMime) {
+        if tx.envelope.body == Some(Body::BinaryMime) {
             out.extend_from_slice(reply::DATA_WITH_BINARYMIME);
             return self.error(out);
         }
@@ -726,61 +550,6 @@ impl Session {
             last,
             open,
             discard: false,
-        }
-    }
-
-    /// Makes the plan for the message of the current transaction and remembers its identifier.
-    fn plan(&mut self) -> MessagePlan {
-        let qid = id::next();
-        let message_id = format!("<{}@{}>", qid, self.vs.fqdn);
-        let max = self.vs.max_message_size;
-        let limit = if max > 0 {
-            max.min(self.session_left())
-        } else {
-            self.session_left()
-        };
-        let helo = self.helo.clone().unwrap_or_default();
-        // RFC 3848: ESMTP, ESMTPS (TLS), ESMTPA (AUTH), ESMTPSA (both).
-        let protocol = match (self.esmtp, self.tls.is_some(), self.auth_user.is_some()) {
-            (false, _, _) => "SMTP",
-            (true, false, false) => "ESMTP",
-            (true, true, false) => "ESMTPS",
-            (true, false, true) => "ESMTPA",
-            (true, true, true) => "ESMTPSA",
-        };
-        let trace = Trace {
-            helo: &helo,
-            ip: self.peer,
-            by: &self.vs.fqdn,
-            protocol,
-            id: &qid,
-            tls: self.tls.as_deref(),
-            auth: self.auth_user.as_deref(),
-            rdns: self.client_name.as_ref().map(|n| n.as_deref()),
-            at: Utc::now(),
-        }
-        .header();
-        let mut parts = Vec::with_capacity(2);
-        let mut binary = false;
-        if let Some(tx) = self.tx.as_mut() {
-            // Remote recipients first: the Queue copy is the one delivery reads; Drop gets a copy.
-            if tx.envelope.has(false) {
-                parts.push((Folder::Queue, tx.envelope.block(false)));
-            }
-            if tx.envelope.has(true) {
-                parts.push((Folder::Drop, tx.envelope.block(true)));
-            }
-            tx.message_id = Some(message_id.clone());
-            binary = tx.params_body == Some(Body::BinaryMime);
-        }
-        MessagePlan {
-            message_id_line: format!("Message-ID: {message_id}\r\n").into_bytes(),
-            id: qid,
-            message_id,
-            parts,
-            trace,
-            limit,
-            binary,
         }
     }
 
@@ -829,7 +598,7 @@ impl Session {
         let binary = self
             .tx
             .as_ref()
-            .is_some_and(|t| t.params_body == Some(Body::BinaryMime));
+            .is_some_and(|t| t.envelope.body == Some(Body::BinaryMime));
         let refuse: Option<&'static [u8]> =
             if self.vs.max_session_size > 0 && self.session_bytes > self.vs.max_session_size {
                 out.extend_from_slice(reply::SESSION_TOO_BIG);
@@ -1058,18 +827,25 @@ mod tests {
         let Next::Data(plan) = r.cmd("DATA").1 else {
             panic!("DATA must start")
         };
-        assert_eq!(plan.parts.len(), 2);
-        assert_eq!(plan.parts[0].0, Folder::Queue);
+        // The route decision made at RCPT travels with each recipient.
+        let e = &plan.envelope;
+        assert_eq!(e.sender, "a@b.test");
+        assert_eq!(e.ret, Some(crate::smtp::params::Ret::Hdrs));
         assert_eq!(
-            plan.parts[0].1,
-            b"x-sender: <a@b.test> RET=HDRS\r\nx-receiver: <x@remote.test> NOTIFY=FAILURE\r\n"
-        );
-        assert_eq!(
-            plan.parts[1],
-            (
-                Folder::Drop,
-                b"x-sender: a@b.test\r\nx-receiver: u@local.test\r\n".to_vec()
-            )
+            e.recipients
+                .iter()
+                .map(|r| (r.address.as_str(), r.local, r.notify))
+                .collect::<Vec<_>>(),
+            vec![
+                (
+                    "x@remote.test",
+                    false,
+                    Some(crate::smtp::params::Notify(
+                        crate::smtp::params::Notify::FAILURE
+                    ))
+                ),
+                ("u@local.test", true, None)
+            ]
         );
         assert!(
             String::from_utf8_lossy(&plan.trace)
@@ -1317,7 +1093,7 @@ mod tests {
         let (mut t, dir) = auth_session();
         assert!(t.reply("EHLO c").contains("250-AUTH LOGIN PLAIN\r\n"));
         // Wrong password: 535 and a growing penalty.
-        let bad = base64::encode(b"\0scanner\0wrong");
+        let bad = crate::smtp::sasl::encode(b"\0scanner\0wrong");
         for want in [1, 2, 4, 8, 8] {
             assert_eq!(
                 t.reply(&format!("AUTH PLAIN {bad}")),
@@ -1329,9 +1105,12 @@ mod tests {
         // LOGIN: the exchange lines are credentials, not commands.
         assert_eq!(t.reply("AUTH LOGIN"), "334 VXNlcm5hbWU6\r\n");
         assert!(t.s.in_auth_exchange());
-        assert_eq!(t.reply(&base64::encode(b"scanner")), "334 UGFzc3dvcmQ6\r\n");
         assert_eq!(
-            t.reply(&base64::encode(b"s3cret")),
+            t.reply(&crate::smtp::sasl::encode(b"scanner")),
+            "334 UGFzc3dvcmQ6\r\n"
+        );
+        assert_eq!(
+            t.reply(&crate::smtp::sasl::encode(b"s3cret")),
             "235 2.7.0 Authentication successful\r\n"
         );
         assert!(!t.s.in_auth_exchange());
@@ -1360,7 +1139,7 @@ mod tests {
             "504 5.5.4 Unrecognized authentication type\r\n"
         );
         // An authzid other than the user is refused.
-        let other = base64::encode(b"admin\0scanner\0s3cret");
+        let other = crate::smtp::sasl::encode(b"admin\0scanner\0s3cret");
         assert!(t.reply(&format!("AUTH PLAIN {other}")).starts_with("535 "));
         // An AUTH line too long to be a command ends the exchange with 501.
         t.reply("AUTH LOGIN");
