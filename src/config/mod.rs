@@ -5,7 +5,9 @@
 //! Sections: `[SmtpSvc]` (optional; its keys are inherited by every virtual server, as IIS inherits
 //! service-level metabase values) and `[SmtpSvc/n]`, one per virtual server.
 
+pub mod hosts;
 pub mod ini;
+pub mod ipnet;
 pub mod keys;
 pub mod settings;
 
@@ -16,13 +18,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use hosts::HostList;
+pub use ipnet::IpList;
 pub use settings::{
     Binding, Credentials, DeliverySettings, Dirs, DomainRoute, LogPeriod, LogSettings, NextHop,
     SecuritySettings, SmartHostType, TlsPolicy, VirtualServer,
 };
 
-use crate::policy::access::HostList;
-use crate::policy::ipnet::IpList;
 use crate::smtp::address;
 use ini::{Entry, IniFile};
 

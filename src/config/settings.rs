@@ -5,8 +5,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::policy::access::HostList;
-use crate::policy::ipnet::IpList;
+use super::hosts::HostList;
+use super::ipnet::IpList;
 
 /// One listen endpoint from ServerBindings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

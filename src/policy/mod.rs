@@ -3,6 +3,5 @@
 
 pub mod access;
 pub mod auth;
-pub mod ipnet;
 pub mod relay;
 pub mod users;
