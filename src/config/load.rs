@@ -246,13 +246,13 @@ struct Reader<'a> {
 }
 
 impl Reader<'_> {
-    /// The raw value (or the table default) and the line it came from.
-    fn raw(&self, name: &'static str) -> (String, usize, bool) {
+    /// The raw value and its line; for a key not set, the table default and the section line.
+    fn raw(&self, name: &'static str) -> (String, usize) {
         match self.keys.get(&name.to_ascii_lowercase()) {
-            Some(e) => (e.value.clone(), e.line, true),
+            Some(e) => (e.value.clone(), e.line),
             None => {
                 let def = (self.table)(name).map(|k| k.default).unwrap_or("");
-                (def.to_string(), self.section_line, false)
+                (def.to_string(), self.section_line)
             }
         }
     }
@@ -262,7 +262,7 @@ impl Reader<'_> {
         name: &'static str,
         f: impl FnOnce(&str) -> Result<T, String>,
     ) -> Result<T, ConfigError> {
-        let (v, line, _) = self.raw(name);
+        let (v, line) = self.raw(name);
         f(v.trim()).map_err(|m| ConfigError::at(self.path, line, Some(name), m))
     }
 
@@ -474,7 +474,7 @@ fn build_domain(path: &Path, name: &str, s: &ini::Section) -> Result<DomainRoute
 
 fn credentials(r: &Reader<'_>) -> Result<Option<Credentials>, ConfigError> {
     let user = r.raw("RouteUserName").0;
-    let (password, pline, _) = r.raw("RoutePassword");
+    let (password, pline) = r.raw("RoutePassword");
     match (user.is_empty(), password.is_empty()) {
         (true, true) => Ok(None),
         (false, _) => Ok(Some(Credentials { user, password })),

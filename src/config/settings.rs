@@ -389,7 +389,8 @@ impl VirtualServer {
 pub struct NextHop {
     /// Host name or IP address (without brackets).
     pub host: String,
-    /// Port, when given; otherwise RemoteSmtpPort (or 465 for implicit TLS is NOT assumed).
+    /// Port, when given. Without one, delivery uses 465 when the OutboundTls policy for the hop is
+    /// `implicit`, else RemoteSmtpPort.
     pub port: Option<u16>,
     /// `[a.b.c.d]`: connect to the address itself, skip DNS.
     pub literal: bool,
@@ -450,7 +451,8 @@ pub enum TlsPolicy {
     Opportunistic,
     /// STARTTLS with a verified certificate, or a temporary failure.
     Required,
-    /// TLS from the first byte (port 465), verified.
+    /// TLS from the first byte, verified. A next hop written without a port is then reached on
+    /// 465; MX hosts found through DNS still on RemoteSmtpPort.
     Implicit,
 }
 
