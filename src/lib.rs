@@ -27,11 +27,11 @@ pub mod time;
 
 #[cfg(test)]
 pub(crate) mod testutil {
+    use crate::config::IpList;
     use crate::config::{
         Binding, DeliverySettings, Dirs, LogPeriod, LogSettings, SmartHostType, TlsPolicy,
         VirtualServer,
     };
-    use crate::policy::ipnet::IpList;
     use std::path::PathBuf;
     use std::time::Duration;
 
@@ -54,8 +54,8 @@ pub(crate) mod testutil {
             hop_count: 15,
             relay_ip_list: IpList::parse("127.0.0.1, ::1").unwrap(),
             ip_grant_by_default: true,
-            ip_deny: crate::policy::access::HostList::default(),
-            ip_grant: crate::policy::access::HostList::default(),
+            ip_deny: crate::config::HostList::default(),
+            ip_grant: crate::config::HostList::default(),
             log: LogSettings {
                 enabled: false,
                 directory: PathBuf::from("logs"),

@@ -107,12 +107,12 @@ pub const SERVER_KEYS: &[KeyDef] = &[
     KeyDef {
         name: "IPDeny",
         default: "",
-        meaning: "IPs and CIDR ranges refused (when IPGrantByDefault = 1)",
+        meaning: "IPs, CIDR ranges and host names (*.domain) refused (when IPGrantByDefault = 1)",
     },
     KeyDef {
         name: "IPGrant",
         default: "",
-        meaning: "IPs and CIDR ranges admitted (when IPGrantByDefault = 0)",
+        meaning: "IPs, CIDR ranges and host names (*.domain) admitted (when IPGrantByDefault = 0)",
     },
     KeyDef {
         name: "LogType",
@@ -197,7 +197,7 @@ pub const SERVER_KEYS: &[KeyDef] = &[
     KeyDef {
         name: "RemoteSmtpPort",
         default: "25",
-        meaning: "TCP port for DNS-routed delivery",
+        meaning: "TCP port for DNS-routed delivery, and for a next hop written without :port",
     },
     KeyDef {
         name: "DnsServers",
@@ -227,7 +227,7 @@ pub const SERVER_KEYS: &[KeyDef] = &[
     KeyDef {
         name: "OutboundTls",
         default: "opportunistic",
-        meaning: "none, opportunistic (STARTTLS when offered), required (verified STARTTLS) or implicit (TLS from the first byte, port 465)",
+        meaning: "none, opportunistic (STARTTLS when offered), required (verified STARTTLS) or implicit (TLS from the first byte; 465 for a next hop written without :port)",
     },
     KeyDef {
         name: "OutboundTlsCaFile",

@@ -5,8 +5,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::policy::access::HostList;
-use crate::policy::ipnet::IpList;
+use super::hosts::HostList;
+use super::ipnet::IpList;
 
 /// One listen endpoint from ServerBindings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,6 +96,18 @@ impl LogPeriod {
             LogPeriod::Weekly => 2,
             LogPeriod::Monthly => 3,
             LogPeriod::Hourly => 4,
+        }
+    }
+
+    /// The period an IIS number stands for.
+    pub fn from_code(code: u32) -> Option<LogPeriod> {
+        match code {
+            0 => Some(LogPeriod::Size),
+            1 => Some(LogPeriod::Daily),
+            2 => Some(LogPeriod::Weekly),
+            3 => Some(LogPeriod::Monthly),
+            4 => Some(LogPeriod::Hourly),
+            _ => None,
         }
     }
 }
@@ -241,11 +253,7 @@ impl VirtualServer {
                 "RequireTls",
                 u8::from(self.security.require_tls).to_string(),
             ),
-            (
-                "AuthFlags",
-                (u8::from(self.security.anonymous) | (u8::from(self.security.basic) << 1))
-                    .to_string(),
-            ),
+            ("AuthFlags", self.security.auth_flags().code().to_string()),
             (
                 "AllowPlaintextAuth",
                 u8::from(self.security.plaintext_auth).to_string(),
@@ -263,12 +271,7 @@ impl VirtualServer {
             ("SmartHost", opt(&self.delivery.smart_host)),
             (
                 "SmartHostType",
-                match self.delivery.smart_host_type {
-                    SmartHostType::DnsOnly => "0",
-                    SmartHostType::DnsThenSmartHost => "1",
-                    SmartHostType::Always => "2",
-                }
-                .to_string(),
+                self.delivery.smart_host_type.code().to_string(),
             ),
             ("RemoteSmtpPort", self.delivery.remote_port.to_string()),
             (
@@ -396,7 +399,8 @@ impl VirtualServer {
 pub struct NextHop {
     /// Host name or IP address (without brackets).
     pub host: String,
-    /// Port, when given; otherwise RemoteSmtpPort (or 465 for implicit TLS is NOT assumed).
+    /// Port, when given. Without one, delivery uses 465 when the OutboundTls policy for the hop is
+    /// `implicit`, else RemoteSmtpPort.
     pub port: Option<u16>,
     /// `[a.b.c.d]`: connect to the address itself, skip DNS.
     pub literal: bool,
@@ -427,6 +431,27 @@ pub enum SmartHostType {
     Always,
 }
 
+impl SmartHostType {
+    /// The IIS number.
+    pub fn code(self) -> u32 {
+        match self {
+            SmartHostType::DnsOnly => 0,
+            SmartHostType::DnsThenSmartHost => 1,
+            SmartHostType::Always => 2,
+        }
+    }
+
+    /// The type an IIS number stands for.
+    pub fn from_code(code: u32) -> Option<SmartHostType> {
+        match code {
+            0 => Some(SmartHostType::DnsOnly),
+            1 => Some(SmartHostType::DnsThenSmartHost),
+            2 => Some(SmartHostType::Always),
+            _ => None,
+        }
+    }
+}
+
 /// OutboundTls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TlsPolicy {
@@ -436,7 +461,8 @@ pub enum TlsPolicy {
     Opportunistic,
     /// STARTTLS with a verified certificate, or a temporary failure.
     Required,
-    /// TLS from the first byte (port 465), verified.
+    /// TLS from the first byte, verified. A next hop written without a port is then reached on
+    /// 465; MX hosts found through DNS still on RemoteSmtpPort.
     Implicit,
 }
 
@@ -448,6 +474,17 @@ impl TlsPolicy {
             TlsPolicy::Opportunistic => "opportunistic",
             TlsPolicy::Required => "required",
             TlsPolicy::Implicit => "implicit",
+        }
+    }
+
+    /// The policy an INI spelling (any case) stands for; `0` is also `none`.
+    pub fn from_keyword(keyword: &str) -> Option<TlsPolicy> {
+        match keyword.to_ascii_lowercase().as_str() {
+            "none" | "0" => Some(TlsPolicy::None),
+            "opportunistic" => Some(TlsPolicy::Opportunistic),
+            "required" => Some(TlsPolicy::Required),
+            "implicit" => Some(TlsPolicy::Implicit),
+            _ => None,
         }
     }
 }
@@ -568,4 +605,96 @@ pub struct SecuritySettings {
     pub max_per_ip: u32,
     /// EnableReverseDnsLookup.
     pub reverse_dns: bool,
+}
+
+impl SecuritySettings {
+    /// The AuthFlags value these settings came from.
+    pub fn auth_flags(&self) -> AuthFlags {
+        AuthFlags {
+            anonymous: self.anonymous,
+            basic: self.basic,
+        }
+    }
+}
+
+/// AuthFlags: which kinds of client may send. IIS's NTLM bit (4) is not supported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuthFlags {
+    /// Bit 1: sessions without AUTH may send.
+    pub anonymous: bool,
+    /// Bit 2: Basic (AUTH LOGIN and PLAIN) is offered.
+    pub basic: bool,
+}
+
+impl AuthFlags {
+    /// The IIS number: the sum of the bits.
+    pub fn code(self) -> u32 {
+        u32::from(self.anonymous) | (u32::from(self.basic) << 1)
+    }
+
+    /// The flags an IIS number stands for: 1, 2 or 3 (some way to send is always on).
+    pub fn from_code(code: u32) -> Option<AuthFlags> {
+        match code {
+            1..=3 => Some(AuthFlags {
+                anonymous: code & 1 != 0,
+                basic: code & 2 != 0,
+            }),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_period_codes() {
+        for code in 0..=4 {
+            assert_eq!(LogPeriod::from_code(code).map(LogPeriod::code), Some(code));
+        }
+        assert_eq!(LogPeriod::from_code(1), Some(LogPeriod::Daily));
+        assert_eq!(LogPeriod::from_code(5), None);
+    }
+
+    #[test]
+    fn smart_host_type_codes() {
+        for code in 0..=2 {
+            assert_eq!(
+                SmartHostType::from_code(code).map(SmartHostType::code),
+                Some(code)
+            );
+        }
+        assert_eq!(SmartHostType::from_code(2), Some(SmartHostType::Always));
+        assert_eq!(SmartHostType::from_code(3), None);
+    }
+
+    #[test]
+    fn tls_policy_keywords() {
+        for p in [
+            TlsPolicy::None,
+            TlsPolicy::Opportunistic,
+            TlsPolicy::Required,
+            TlsPolicy::Implicit,
+        ] {
+            assert_eq!(TlsPolicy::from_keyword(p.as_str()), Some(p));
+        }
+        assert_eq!(
+            TlsPolicy::from_keyword("IMPLICIT"),
+            Some(TlsPolicy::Implicit)
+        );
+        assert_eq!(TlsPolicy::from_keyword("0"), Some(TlsPolicy::None));
+        assert_eq!(TlsPolicy::from_keyword("starttls"), None);
+    }
+
+    #[test]
+    fn auth_flags_codes() {
+        for code in 1..=3 {
+            assert_eq!(AuthFlags::from_code(code).map(AuthFlags::code), Some(code));
+        }
+        let f = AuthFlags::from_code(2).unwrap();
+        assert!(f.basic && !f.anonymous);
+        assert_eq!(AuthFlags::from_code(0), None);
+        assert_eq!(AuthFlags::from_code(4), None, "NTLM is not supported");
+    }
 }

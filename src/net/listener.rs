@@ -11,8 +11,8 @@ use std::time::Duration;
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 
+use crate::config::ipnet::canonical;
 use crate::policy::access;
-use crate::policy::ipnet::canonical;
 use crate::server::{Instance, Job, StartError};
 use crate::smtp::reply;
 

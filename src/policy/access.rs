@@ -1,84 +1,11 @@
 //! Connection control (IIS "Connection" dialog): grant everyone except IPDeny, or deny everyone
-//! except IPGrant, by IPGrantByDefault. Entries are addresses, ranges, or names (`host.example.com`,
-//! `*.example.com`) matched against the client's forward-confirmed reverse DNS name.
+//! except IPGrant, by IPGrantByDefault; and who may relay by address (RelayIpList). The lists and
+//! their matching are settings values ([`crate::config::HostList`], [`crate::config::IpList`]);
+//! this module makes the decisions, including whether one needs the client's name.
 
-use std::fmt;
 use std::net::IpAddr;
 
-use super::ipnet::{IpList, IpNet};
 use crate::config::VirtualServer;
-
-/// A list of addresses, ranges and names.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct HostList {
-    nets: IpList,
-    names: Vec<String>,
-}
-
-impl HostList {
-    /// Parses `10.0.0.0/8, host.example.com, *.example.org`; an empty string is an empty list.
-    pub fn parse(s: &str) -> Result<HostList, String> {
-        let mut nets = Vec::new();
-        let mut names = Vec::new();
-        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            match IpNet::parse(part) {
-                Ok(n) => nets.push(n.to_string()),
-                Err(ip_err) => {
-                    let lower = part.trim_end_matches('.').to_ascii_lowercase();
-                    let bare = lower.strip_prefix("*.").unwrap_or(&lower);
-                    let looks_numeric = bare
-                        .bytes()
-                        .all(|b| b.is_ascii_digit() || b == b'.' || b == b'/' || b == b':');
-                    if looks_numeric || !crate::smtp::address::is_valid_domain(bare.as_bytes()) {
-                        return Err(format!("{ip_err}, nor a host name or *.domain"));
-                    }
-                    names.push(lower);
-                }
-            }
-        }
-        Ok(HostList {
-            nets: IpList::parse(&nets.join(","))?,
-            names,
-        })
-    }
-
-    /// Whether the list has name entries (then the client's name must be looked up).
-    pub fn has_names(&self) -> bool {
-        !self.names.is_empty()
-    }
-
-    /// Whether `ip` (or its confirmed `name`) is in the list.
-    pub fn contains(&self, ip: IpAddr, name: Option<&str>) -> bool {
-        if self.nets.contains(ip) {
-            return true;
-        }
-        let Some(name) = name.map(str::to_ascii_lowercase) else {
-            return false;
-        };
-        self.names
-            .iter()
-            .any(|entry| match entry.strip_prefix("*.") {
-                Some(base) => {
-                    name.len() > base.len() + 1
-                        && name.ends_with(base)
-                        && name.as_bytes()[name.len() - base.len() - 1] == b'.'
-                }
-                None => *entry == name,
-            })
-    }
-}
-
-impl fmt::Display for HostList {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut parts: Vec<String> = Vec::new();
-        let nets = self.nets.to_string();
-        if !nets.is_empty() {
-            parts.push(nets);
-        }
-        parts.extend(self.names.iter().cloned());
-        f.write_str(&parts.join(", "))
-    }
-}
 
 /// Whether connection control needs the client's name (a list has name entries).
 pub fn needs_name(vs: &VirtualServer) -> bool {
@@ -106,6 +33,7 @@ pub fn may_relay(vs: &VirtualServer, ip: IpAddr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::HostList;
     use crate::testutil::test_server;
 
     #[test]
@@ -120,28 +48,5 @@ mod tests {
         vs.ip_grant = HostList::parse("127.0.0.2/32").unwrap();
         assert!(may_connect(&vs, a, None) && !may_connect(&vs, b, None));
         assert!(may_relay(&vs, b) && !may_relay(&vs, a));
-    }
-
-    #[test]
-    fn name_entries() {
-        let l = HostList::parse("10.0.0.0/8, scanner.corp.test, *.branch.test").unwrap();
-        assert!(l.has_names());
-        let ip: IpAddr = "192.0.2.1".parse().unwrap();
-        assert!(l.contains("10.1.2.3".parse().unwrap(), None));
-        assert!(l.contains(ip, Some("Scanner.Corp.Test")));
-        assert!(l.contains(ip, Some("pc1.branch.test")));
-        assert!(
-            !l.contains(ip, Some("branch.test")),
-            "*.x is the subdomains only"
-        );
-        assert!(!l.contains(ip, Some("evilbranch.test")));
-        assert!(!l.contains(ip, None));
-        assert_eq!(
-            l.to_string(),
-            "10.0.0.0/8, scanner.corp.test, *.branch.test"
-        );
-        assert!(HostList::parse("10.0.0.0/33").is_err());
-        assert!(HostList::parse("not a host").is_err());
-        assert!(HostList::parse("").unwrap().to_string().is_empty());
     }
 }

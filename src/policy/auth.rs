@@ -1,5 +1,6 @@
 //! Brute-force brakes for AUTH: a per-address count of failed logins; an address with more than
-//! [`MAX_FAILURES`] failures within a minute gets `454 4.7.0` for [`LOCKOUT`], whatever it sends.
+//! [`MAX_FAILURES`] failures within a minute gets `454 4.7.0` to every AUTH for [`LOCKOUT`], even
+//! with the right password.
 //! (Within one session, each failure also costs a growing delay; see the session.)
 
 use std::collections::HashMap;

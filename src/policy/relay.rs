@@ -18,7 +18,8 @@ pub enum Decision {
     Denied,
 }
 
-/// Decides for `to`. `client_may_relay` is true for clients in RelayIpList.
+/// Decides for `to`. `client_may_relay` is true for clients in RelayIpList, and for clients that
+/// authenticated when RelayForAuth is on.
 /// A bare `postmaster` (empty domain) is local.
 pub fn decide(vs: &VirtualServer, client_may_relay: bool, to: &Mailbox<'_>) -> Decision {
     if to.domain.is_empty() {

@@ -176,7 +176,7 @@ mod tests {
         assert!(h.starts_with("$argon2id$"));
         assert!(!h.contains("s3cret"));
         save(&path, &[("scanner".into(), h)]).unwrap();
-        // Make sure the modification time differs from the (absent) one seen before.
+        // The file was absent when opened, so any modification time counts as a change.
         assert!(
             users.verify("scanner", "s3cret"),
             "the server rereads the file"

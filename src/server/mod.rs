@@ -230,7 +230,7 @@ impl Server {
             move |job: Job, bufs: &mut connection::Buffers| {
                 let guard = ActiveGuard(
                     job.instance.clone(),
-                    crate::policy::ipnet::canonical(job.peer.ip()),
+                    crate::config::ipnet::canonical(job.peer.ip()),
                 );
                 connection::serve(
                     job.stream,
