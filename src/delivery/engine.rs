@@ -17,12 +17,12 @@ use super::client::Connection;
 use super::dns::Dns;
 use super::route::{self, Route};
 use super::scheduler::Scheduler;
-use super::tls::ClientTls;
 use crate::config::VirtualServer;
 use crate::mailroot::envelope::Envelope;
 use crate::mailroot::state::{State, Status};
 use crate::mailroot::store::Store;
 use crate::net::pool::Pool;
+use crate::net::tls::ClientTls;
 
 /// Everything the delivery threads share.
 pub struct Engine {
@@ -307,7 +307,7 @@ impl Service {
         let d = &vs.delivery;
         let dns =
             Dns::new(&d.dns_servers, Duration::from_secs(5), 2).map_err(|e| format!("DNS: {e}"))?;
-        let tls = ClientTls::new(d.ca_file.as_deref())?;
+        let tls = ClientTls::new(d.ca_file.as_deref()).map_err(|e| e.to_string())?;
         // The store tells the engine about new Queue files; a weak reference, so that the engine
         // (which holds the store) is not kept alive by its own store.
         let engine = Arc::new_cyclic(|me: &Weak<Engine>| {

@@ -8,4 +8,3 @@ pub mod engine;
 pub mod reply;
 pub mod route;
 pub mod scheduler;
-pub mod tls;
