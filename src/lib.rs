@@ -2,10 +2,11 @@
 //!
 //! A message's walk through the crate:
 //!
-//! socket → [`net::listener`] (accept, connection control, MaxConnections) → [`net::pool`] (a session
-//! thread) → [`server::connection`] (bytes in and out, timeouts) ⇄ [`smtp::session`] (commands and
-//! replies; asks [`policy`] who may relay) → [`smtp::data`] (the CRLF.CRLF scanner) →
-//! [`server::intake`] (size limit, [`smtp::headers`]) → [`mailroot::store`] (write the file) →
+//! socket → [`net::listener`] (accept) → [`server::admission`] (connection control, MaxConnections)
+//! → [`net::pool`] (a session thread) → [`server::connection`] (bytes in and out, timeouts) ⇄
+//! [`smtp::session`] (commands and replies; asks [`policy`] who may relay) → [`smtp::data`] (the
+//! CRLF.CRLF scanner) → [`server::intake`] (size limit, [`smtp::headers`]) → [`mailroot::store`]
+//! (write the file) →
 //! [`mailroot::commit`] (fsync, rename, fsync the folder, shared with every message ready at the same
 //! moment; tells [`delivery::engine`] of a new Queue message) → 250. Then [`delivery::scheduler`]
 //! (due) → [`delivery::route`] → [`delivery::client`] (the next hop). Settings come from [`config`],

@@ -378,12 +378,12 @@ fn build(
         }
     };
     let tls = match &tls_files {
-        Some((c, k)) => Some(crate::net::tls::server_config(c, k).map_err(|m| {
+        Some((c, k)) => Some(crate::net::tls::server_config(c, k).map_err(|e| {
             ConfigError::at(
                 path,
                 r.raw("TlsCertificateFile").1,
                 Some("TlsCertificateFile"),
-                m,
+                e.to_string(),
             )
         })?),
         None => None,

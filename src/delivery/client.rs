@@ -9,12 +9,12 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::pki_types::ServerName;
-use rustls::{ClientConfig, ClientConnection, StreamOwned};
+use rustls::ClientConfig;
 
 use super::reply::{self, Reply};
-use super::tls::ClientTls;
 use crate::config::{Credentials, TlsPolicy};
+use crate::net::stream::ClientStream as Stream;
+use crate::net::tls::{self, ClientTls, HandshakeError};
 use crate::smtp::params::{self, Body, Notify, Ret};
 use crate::smtp::sasl::encode as base64;
 
@@ -92,9 +92,6 @@ impl ConnectError {
     }
 }
 
-/// The connection's socket, plain or TLS.
-type Stream = crate::net::stream::Stream<ClientConnection>;
-
 /// An open, greeted (and possibly encrypted and authenticated) connection.
 pub struct Connection {
     stream: Stream,
@@ -117,35 +114,21 @@ pub struct Connection {
 
 const BUF: usize = 16 * 1024;
 
+/// The TLS handshake with `host`, within RemoteTimeout in all.
 fn tls_wrap(
     config: Arc<ClientConfig>,
     host: &str,
     tcp: TcpStream,
-) -> Result<StreamOwned<ClientConnection, TcpStream>, ConnectError> {
-    let name = ServerName::try_from(host.to_string())
-        .map_err(|_| ConnectError::temp(format!("TLS: `{host}` is not a valid server name")))?;
-    let conn =
-        ClientConnection::new(config, name).map_err(|e| ConnectError::temp(format!("TLS: {e}")))?;
-    let mut s = StreamOwned::new(conn, tcp);
-    // Drive the handshake now so certificate errors show up here, not at the first command.
-    while s.conn.is_handshaking() {
-        s.conn
-            .complete_io(&mut s.sock)
-            .map_err(|e| ConnectError::temp(format!("TLS handshake with {host} failed: {e}")))?;
-    }
-    Ok(s)
-}
-
-fn describe(c: &ClientConnection) -> String {
-    let v = c
-        .protocol_version()
-        .map(|v| format!("{v:?}"))
-        .unwrap_or_default();
-    let s = c
-        .negotiated_cipher_suite()
-        .map(|s| format!("{:?}", s.suite()))
-        .unwrap_or_default();
-    format!("{v} {s}").trim().to_string()
+    timeout: Duration,
+) -> Result<(Stream, String), ConnectError> {
+    tls::client::connect(config, host, tcp, timeout).map_err(|e| {
+        ConnectError::temp(match e {
+            HandshakeError::ServerName(_) | HandshakeError::Setup(_) => format!("TLS: {e}"),
+            HandshakeError::TimedOut | HandshakeError::Io(_) => {
+                format!("TLS handshake with {host} failed: {e}")
+            }
+        })
+    })
 }
 
 impl Connection {
@@ -167,9 +150,8 @@ impl Connection {
                 .tls_configs
                 .verified()
                 .map_err(|e| ConnectError::temp(format!("outbound TLS: {e}")))?;
-            let s = tls_wrap(config, host, tcp)?;
-            let d = describe(&s.conn);
-            (Stream::Tls(Box::new(s)), Some(d))
+            let (s, d) = tls_wrap(config, host, tcp, settings.timeout)?;
+            (s, Some(d))
         } else {
             (Stream::Plain(tcp), None)
         };
@@ -265,10 +247,9 @@ impl Connection {
         let Stream::Plain(tcp) = self.stream else {
             return Err(ConnectError::temp("STARTTLS inside TLS"));
         };
-        let s = tls_wrap(config, &self.host, tcp)?;
-        let d = describe(&s.conn);
+        let (stream, d) = tls_wrap(config, &self.host, tcp, settings.timeout)?;
         let mut c = Connection {
-            stream: Stream::Tls(Box::new(s)),
+            stream,
             buf: self.buf,
             start: 0,
             end: 0,
@@ -597,10 +578,7 @@ impl Connection {
     /// QUIT and close (errors ignored: the work is done).
     pub fn quit(mut self) {
         let _ = self.command("QUIT");
-        if let Stream::Tls(s) = &mut self.stream {
-            s.conn.send_close_notify();
-            let _ = s.flush();
-        }
+        tls::close_notify(&mut self.stream);
     }
 }
 

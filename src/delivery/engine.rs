@@ -17,11 +17,11 @@ use super::cache::{Cache, Held, IDLE_KEEP};
 use super::dns::Dns;
 use super::route::{self, Route};
 use super::scheduler::Scheduler;
-use super::tls::ClientTls;
 use crate::config::VirtualServer;
 use crate::mailroot::state::{State, Status};
 use crate::mailroot::store::{Handover, Queued, Store};
 use crate::net::pool::Pool;
+use crate::net::tls::ClientTls;
 use crate::smtp::envelope::Envelope;
 
 /// Everything the delivery threads share.
@@ -207,7 +207,7 @@ impl Service {
         let d = &vs.delivery;
         let dns =
             Dns::new(&d.dns_servers, Duration::from_secs(5), 2).map_err(|e| format!("DNS: {e}"))?;
-        let tls = ClientTls::new(d.ca_file.as_deref())?;
+        let tls = ClientTls::new(d.ca_file.as_deref()).map_err(|e| e.to_string())?;
         let engine = Arc::new_cyclic(|me: &Weak<Engine>| {
             let worker = me.clone();
             let pool = Pool::new(

@@ -12,4 +12,3 @@ pub mod reply;
 pub mod report;
 pub mod route;
 pub mod scheduler;
-pub mod tls;

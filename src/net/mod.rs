@@ -1,4 +1,6 @@
-//! Sockets and threads: one acceptor over every binding (`listener`), a pool of session threads (`pool`).
+//! Sockets and threads, below any SMTP: one acceptor over every listening socket that hands each
+//! connection to a callback (`listener`), a pool of threads (`pool`), a socket plain or inside TLS
+//! (`stream`), and all of TLS (`tls`).
 
 pub mod listener;
 pub mod pool;

@@ -1,12 +1,12 @@
 //! A socket, plain or inside TLS, behind one Read and Write: the server's sessions (STARTTLS,
 //! implicit TLS) and the delivery client (STARTTLS, implicit TLS) both use it, with rustls' server
-//! or client connection as `C`.
+//! or client connection as `C`. `net::tls` makes the TLS ones and closes them.
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::ops::{Deref, DerefMut};
 
-use rustls::{ConnectionCommon, SideData, StreamOwned};
+use rustls::{ClientConnection, ConnectionCommon, ServerConnection, SideData, StreamOwned};
 
 /// The socket.
 pub enum Stream<C> {
@@ -15,6 +15,12 @@ pub enum Stream<C> {
     /// TLS over TCP.
     Tls(Box<StreamOwned<C, TcpStream>>),
 }
+
+/// A session's socket, as the server accepted it.
+pub type ServerStream = Stream<ServerConnection>;
+
+/// A connection to a next hop, as the delivery client opened it.
+pub type ClientStream = Stream<ClientConnection>;
 
 impl<C> Stream<C> {
     /// The TCP socket underneath (for timeouts and shutdown).

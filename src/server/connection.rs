@@ -8,11 +8,13 @@ use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant, SystemTime};
 
+use super::admission;
 use super::intake::Intake;
-use super::stream::Stream;
 use super::{Instance, Shared};
 use crate::config::ipnet::canonical;
 use crate::logging::w3c::{self, Record};
+use crate::net::stream::ServerStream as Stream;
+use crate::net::tls;
 use crate::policy::access;
 use crate::smtp::command::{self, Line};
 use crate::smtp::data::{DataScanner, Flaws, Scan};
@@ -108,7 +110,7 @@ pub fn serve(
     let _ = stream.set_nodelay(true);
     let mut tls = None;
     let stream = match (implicit_tls, &vs.security.tls) {
-        (true, Some(config)) => match Stream::accept_tls(stream, config.clone(), timeout) {
+        (true, Some(config)) => match tls::server::accept(stream, config.clone(), timeout) {
             Ok((s, d)) => {
                 tls = Some(d);
                 s
@@ -143,18 +145,12 @@ pub fn serve(
         session.tls_started(d);
     }
     let name = instance.dns.as_ref().map(|dns| dns.confirmed_name(peer_ip));
-    if access::needs_name(&vs)
-        && !access::may_connect(&vs, peer_ip, name.as_ref().and_then(|n| n.as_deref()))
+    if let Err(refusal) =
+        admission::admit_by_name(&vs, peer_ip, name.as_ref().and_then(|n| n.as_deref()))
     {
-        log::info!(
-            "SMTPSVC{}: connection from {peer_ip} refused by connection control",
-            vs.instance
-        );
         let mut s = conn.stream.borrow_mut();
-        let _ = s
-            .write_all(crate::smtp::reply::ACCESS_DENIED)
-            .and_then(|_| s.flush());
-        s.close();
+        let _ = s.write_all(refusal.reply()).and_then(|_| s.flush());
+        tls::close(&mut *s);
         return;
     }
     if vs.security.reverse_dns {
@@ -174,7 +170,7 @@ pub fn serve(
     let _ = conn.flush(out);
     // The thread keeps its buffers for the next session, but not a flood's worth of them.
     out.shrink_to(16 * 1024);
-    conn.stream.borrow_mut().close();
+    tls::close(&mut *conn.stream.borrow_mut());
 }
 
 impl Conn<'_> {
@@ -505,7 +501,7 @@ impl Conn<'_> {
             return Err(Stop::Close);
         };
         let tcp = tcp.try_clone().map_err(|_| Stop::Gone)?;
-        match Stream::accept_tls(tcp, config, self.timeout) {
+        match tls::server::accept(tcp, config, self.timeout) {
             Ok((tls, d)) => {
                 // The handshake set the socket's read timeout itself.
                 self.read_timeout.set(None);

@@ -1,76 +1,82 @@
-//! The running SMTP virtual servers: binds, starts the acceptor, the session pool and the protocol
-//! log, and stops them in order. `connection` drives one session; `intake` is a message's body pipeline.
+//! The running SMTP virtual servers: starts delivery, binds, starts the acceptor, the session pool
+//! and the protocol log, and stops them in order. `admission` decides who gets a session,
+//! `connection` drives one session, `intake` is a message's body pipeline.
 
+pub mod admission;
 pub mod connection;
 pub mod intake;
-pub mod stream;
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::config::ipnet::canonical;
 use crate::config::{Config, VirtualServer};
+use crate::delivery::dns::Dns;
 use crate::delivery::engine::{Inbox, Service};
 use crate::logging::w3c::{self, Logger};
 use crate::mailroot::error::StoreError;
 use crate::mailroot::pickup;
 use crate::mailroot::store::Store;
-use crate::net::listener::{Acceptor, Bound};
+use crate::net::listener::{Acceptor, Bound, Endpoint, ListenError};
 use crate::net::pool::Pool;
+use crate::policy::access;
 use crate::policy::auth::Limiter;
-use crate::policy::users::Users;
+use crate::policy::users::{Users, UsersError};
+use admission::{Counters, Slot};
 
 /// Why the server could not start.
 #[derive(Debug)]
 pub enum StartError {
     /// A mailroot folder could not be created or cleaned.
     Store(StoreError),
-    /// A binding could not be bound.
-    Bind {
-        /// The address.
-        addr: SocketAddr,
-        /// The system's error.
-        source: std::io::Error,
-    },
-    /// Anything else at start-up (poll, threads).
+    /// A binding could not be bound, or the acceptor not set up.
+    Listen(ListenError),
+    /// Anything else at start-up (the protocol log, threads).
     Io(std::io::Error),
-    /// The delivery side could not start (DNS configuration, TLS trust roots).
+    /// The delivery side could not start (its DNS resolver, OutboundTlsCaFile).
     Delivery(String),
+    /// UsersFile could not be read.
+    Users(UsersError),
+    /// The resolver for client names (EnableReverseDnsLookup, names in IPGrant/IPDeny) could not be
+    /// made.
+    ClientResolver(String),
 }
 
 impl fmt::Display for StartError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StartError::Store(e) => write!(f, "{e}"),
-            StartError::Bind { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
+            StartError::Listen(e) => write!(f, "{e}"),
             StartError::Io(e) => write!(f, "{e}"),
             StartError::Delivery(e) => write!(f, "delivery: {e}"),
+            // The error names the file (and the line).
+            StartError::Users(e) => write!(f, "UsersFile {e}"),
+            StartError::ClientResolver(e) => write!(f, "DNS resolver for client names: {e}"),
         }
     }
 }
 
 impl std::error::Error for StartError {}
 
-/// One virtual server at run time: its settings, its store and its session count.
+/// One virtual server at run time: its settings, its store and its session counts.
 #[derive(Debug)]
 pub struct Instance {
     /// Settings.
     pub vs: Arc<VirtualServer>,
     /// Where its mail is committed.
     pub store: Store,
-    /// Sessions open now (MaxConnections).
-    pub active: AtomicUsize,
-    /// Sessions open now per client address (MaxConnectionsPerIp).
-    pub per_ip: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, u32>>,
+    /// Sessions open now, in all and per client address (MaxConnections, MaxConnectionsPerIp).
+    pub counts: Arc<Counters>,
     /// Who may AUTH.
     pub users: Arc<Users>,
     /// Failed-login brakes.
     pub auth_limiter: Arc<Limiter>,
-    /// The resolver for client names (EnableReverseDnsLookup).
-    pub dns: Option<Arc<crate::delivery::dns::Dns>>,
+    /// The resolver for client names (EnableReverseDnsLookup, names in IPGrant/IPDeny).
+    pub dns: Option<Arc<Dns>>,
 }
 
 /// State every session sees.
@@ -88,32 +94,36 @@ impl Shared {
     }
 }
 
-/// A connection handed from the acceptor to a session thread.
-pub struct Job {
+/// An admitted connection, handed from the acceptor to a session thread.
+struct Job {
     /// The client socket, blocking.
-    pub stream: std::net::TcpStream,
+    stream: TcpStream,
     /// The client's address.
-    pub peer: SocketAddr,
+    peer: SocketAddr,
     /// The virtual server it connected to.
-    pub instance: Arc<Instance>,
+    instance: Arc<Instance>,
     /// It came in on a SecureBindings endpoint: TLS from the first byte.
-    pub implicit_tls: bool,
+    implicit_tls: bool,
+    /// Its place in the instance's counts, given back when the job is dropped.
+    slot: Slot,
 }
 
-/// Gives the session slot back however the session ends.
-struct ActiveGuard(Arc<Instance>, std::net::IpAddr);
-
-impl Drop for ActiveGuard {
-    fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::AcqRel);
-        let mut m = self.0.per_ip.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = m.get_mut(&self.1) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                m.remove(&self.1);
-            }
+/// Every binding of every instance, tagged with its instance and whether it is a SecureBindings one
+/// (TLS from the first byte).
+fn endpoints(instances: &[Arc<Instance>]) -> Vec<Endpoint<(Arc<Instance>, bool)>> {
+    let mut all = Vec::new();
+    for inst in instances {
+        let plain = inst.vs.bindings.iter().map(|b| (b, false));
+        let secure = inst.vs.security.secure_bindings.iter().map(|b| (b, true));
+        for (b, implicit) in plain.chain(secure) {
+            all.push(Endpoint {
+                addrs: b.socket_addrs(),
+                wildcard: b.ip.is_none(),
+                tag: (inst.clone(), implicit),
+            });
         }
     }
+    all
 }
 
 /// Stops a running server from another thread (a signal handler). It holds only the flag and the
@@ -147,7 +157,8 @@ pub struct Server {
 }
 
 impl Server {
-    /// Opens the mailroots (cleaning SortTemp), starts the protocol log, binds and starts accepting.
+    /// Opens the mailroots (cleaning SortTemp), starts delivery for each Queue folder, reads each
+    /// UsersFile, starts the protocol log, binds and starts accepting.
     pub fn start(config: &Config) -> Result<Server, StartError> {
         let mut instances = Vec::new();
         let mut services: Vec<(std::path::PathBuf, Store, Service)> = Vec::new();
@@ -184,22 +195,16 @@ impl Server {
                     store
                 }
             };
-            let users = Users::open(&vs.security.users_file)
-                .map_err(|e| StartError::Delivery(e.to_string()))?;
+            let users = Users::open(&vs.security.users_file).map_err(StartError::Users)?;
             instances.push(Arc::new(Instance {
                 vs: vs.clone(),
                 store,
-                active: AtomicUsize::new(0),
-                per_ip: std::sync::Mutex::new(std::collections::HashMap::new()),
+                counts: Arc::new(Counters::default()),
                 users: Arc::new(users),
                 auth_limiter: Arc::new(Limiter::new()),
-                dns: if vs.security.reverse_dns || crate::policy::access::needs_name(vs) {
-                    let d = crate::delivery::dns::Dns::new(
-                        &vs.delivery.dns_servers,
-                        Duration::from_secs(3),
-                        1,
-                    )
-                    .map_err(|e| StartError::Delivery(format!("DNS for client names: {e}")))?;
+                dns: if vs.security.reverse_dns || access::needs_name(vs) {
+                    let d = Dns::new(&vs.delivery.dns_servers, Duration::from_secs(3), 1)
+                        .map_err(StartError::ClientResolver)?;
                     Some(Arc::new(d))
                 } else {
                     None
@@ -216,7 +221,11 @@ impl Server {
             acceptor,
             waker,
             addrs: bound,
-        } = Acceptor::bind(&instances)?;
+        } = Acceptor::bind(&endpoints(&instances)).map_err(StartError::Listen)?;
+        let bound = bound
+            .into_iter()
+            .map(|((inst, _), addr)| (inst.vs.instance, addr))
+            .collect();
         let max_threads: usize = instances
             .iter()
             .map(|i| i.vs.max_connections as usize)
@@ -228,24 +237,34 @@ impl Server {
             1,
             max_threads,
             move |job: Job, bufs: &mut connection::Buffers| {
-                let guard = ActiveGuard(
-                    job.instance.clone(),
-                    crate::config::ipnet::canonical(job.peer.ip()),
-                );
-                connection::serve(
-                    job.stream,
-                    job.peer,
-                    job.implicit_tls,
-                    &guard.0,
-                    &pool_shared,
-                    bufs,
-                );
+                let Job {
+                    stream,
+                    peer,
+                    instance,
+                    implicit_tls,
+                    slot,
+                } = job;
+                connection::serve(stream, peer, implicit_tls, &instance, &pool_shared, bufs);
+                drop(slot);
             },
         );
         let handle = std::thread::Builder::new()
             .name("acceptor".into())
             .spawn(move || {
-                acceptor.run(|job| pool.submit(job));
+                acceptor.run(|mut stream, peer, (instance, implicit_tls)| {
+                    let ip = canonical(peer.ip());
+                    if let Some(slot) =
+                        admission::admit(&mut stream, ip, &instance.vs, &instance.counts)
+                    {
+                        pool.submit(Job {
+                            stream,
+                            peer,
+                            instance: instance.clone(),
+                            implicit_tls: *implicit_tls,
+                            slot,
+                        });
+                    }
+                });
                 // Dropping the pool here lets idle session threads end; busy ones finish first.
             })
             .map_err(StartError::Io)?;
@@ -274,10 +293,7 @@ impl Server {
 
     /// Sessions open now, over all instances.
     pub fn active_sessions(&self) -> usize {
-        self.instances
-            .iter()
-            .map(|i| i.active.load(Ordering::Acquire))
-            .sum()
+        self.instances.iter().map(|i| i.counts.active()).sum()
     }
 
     /// Stops accepting, gives sessions in flight up to `grace` to finish, then stops the log writer.
