@@ -1,16 +1,17 @@
 //! mailroot: a small, fast, single-binary SMTP relay that replaces the IIS 6.0 SMTP Service.
 //!
-//! A message's walk through the crate:
+//! A message's walk through the crate (docs/architecture.md draws the rooms, their layers and this
+//! walk in full):
 //!
 //! socket → [`net::listener`] (accept) → [`server::admission`] (connection control, MaxConnections)
 //! → [`net::pool`] (a session thread) → [`server::connection`] (bytes in and out, timeouts) ⇄
-//! [`smtp::session`] (commands and replies; asks [`policy`] who may relay) → [`smtp::data`] (the
-//! CRLF.CRLF scanner) → [`server::intake`] (size limit, [`smtp::headers`]) → [`mailroot::store`]
-//! (write the file) →
-//! [`mailroot::commit`] (fsync, rename, fsync the folder, shared with every message ready at the same
-//! moment; tells [`delivery::engine`] of a new Queue message) → 250. Then [`delivery::scheduler`]
-//! (due) → [`delivery::route`] → [`delivery::client`] (the next hop). Settings come from [`config`],
-//! parsed once; the protocol log is [`logging::w3c`]; platform differences live in [`os`].
+//! [`smtp::session`] (commands and replies; asks [`policy`] who may relay; builds the typed
+//! [`smtp::envelope`]) → [`smtp::data`] (the CRLF.CRLF scanner) → [`server::intake`] (size limit,
+//! [`smtp::headers`]) → [`mailroot::store`] (write the file; [`mailroot::commit`] makes it durable,
+//! shared with every message ready at the same moment, and the store hands the envelope to
+//! [`delivery::engine`]) → 250. Then [`delivery::attempt`] → [`delivery::route`] →
+//! [`delivery::client`] (the next hop), or [`delivery::report`] (reports, Badmail). Settings come from
+//! [`config`], parsed once; the protocol log is [`logging::w3c`]; platform differences live in [`os`].
 
 #![warn(missing_docs)]
 

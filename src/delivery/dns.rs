@@ -13,10 +13,8 @@
 //! queries), so the caller budgets delivery time with that in mind.
 
 use std::fmt;
-use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hickory_resolver::config::{LookupIpStrategy, NameServerConfig, ResolverConfig};
 use hickory_resolver::lookup::Lookup;
@@ -187,7 +185,7 @@ impl Dns {
             .filter(|(_, host)| host != ".")
             .map(|(pref, host)| {
                 let host = host.strip_suffix('.').unwrap_or(&host).to_string();
-                (pref, random_u64(), host)
+                (pref, crate::os::random_u64(), host)
             })
             .collect();
         if keyed.is_empty() {
@@ -359,17 +357,6 @@ fn joined(r: Result<Result<Lookup, NetError>, tokio::task::JoinError>) -> Result
     }
 }
 
-/// A cheap random number for shuffling equal MX preferences: std's per-process random hash keys over
-/// the time, the thread and a counter. Not cryptographic; it only needs to spread load.
-fn random_u64() -> u64 {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut h = RandomState::new().build_hasher();
-    Instant::now().hash(&mut h);
-    std::thread::current().id().hash(&mut h);
-    COUNTER.fetch_add(1, Ordering::Relaxed).hash(&mut h);
-    h.finish()
-}
-
 #[cfg(test)]
 mod reverse_tests {
     use super::*;
@@ -414,15 +401,6 @@ mod tests {
         assert_eq!(absolute("example.test..").unwrap(), "example.test.");
         assert!(absolute("").is_err());
         assert!(absolute(".").is_err());
-    }
-
-    #[test]
-    fn random_numbers_differ() {
-        let a: Vec<u64> = (0..8).map(|_| random_u64()).collect();
-        let mut b = a.clone();
-        b.sort_unstable();
-        b.dedup();
-        assert_eq!(a.len(), b.len());
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Where a recipient's mail goes (issue 3 "Routing"): a local domain → Drop; else its remote domain
+//! Where a recipient's mail goes (docs/config.md, "Remote domain sections"): a local domain → Drop; else its remote domain
 //! section's smart host; else the virtual server's smart host by SmartHostType (0 DNS only, 1 DNS first
 //! then the smart host, 2 always the smart host); else DNS (MX, or A/AAAA as an implicit MX).
 

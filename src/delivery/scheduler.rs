@@ -4,7 +4,7 @@
 //! connection can ask for the next due message that the same connection can carry.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::time::{Duration, SystemTime};
 
 #[derive(Debug, Clone)]
@@ -20,7 +20,7 @@ struct Entry {
 pub struct Scheduler {
     heap: BinaryHeap<Reverse<(SystemTime, u64, String)>>,
     entries: HashMap<String, Entry>,
-    in_flight: HashMap<String, ()>,
+    in_flight: HashSet<String>,
     next_generation: u64,
 }
 
@@ -33,7 +33,7 @@ impl Scheduler {
     /// Adds (or moves) `id`, due at `due`; `keys` are its pending recipients' connection keys.
     /// A message in flight is left alone: its attempt will reschedule it.
     pub fn add(&mut self, id: &str, due: SystemTime, keys: Vec<String>) {
-        if self.in_flight.contains_key(id) {
+        if self.in_flight.contains(id) {
             return;
         }
         self.next_generation += 1;
@@ -51,7 +51,7 @@ impl Scheduler {
 
     /// Whether `id` is known (waiting or in flight).
     pub fn contains(&self, id: &str) -> bool {
-        self.entries.contains_key(id) || self.in_flight.contains_key(id)
+        self.entries.contains_key(id) || self.in_flight.contains(id)
     }
 
     fn drop_stale(&mut self) {
@@ -80,7 +80,7 @@ impl Scheduler {
         }
         let Reverse((_, _, id)) = self.heap.pop()?;
         self.entries.remove(&id);
-        self.in_flight.insert(id.clone(), ());
+        self.in_flight.insert(id.clone());
         Some(id)
     }
 
@@ -96,7 +96,7 @@ impl Scheduler {
             return Vec::new();
         };
         let keys = self.entries.remove(&id).map(|e| e.keys).unwrap_or_default();
-        self.in_flight.insert(id.clone(), ());
+        self.in_flight.insert(id.clone());
         let mut batch = vec![id];
         if let [key] = keys.as_slice() {
             while batch.len() < max {
@@ -125,7 +125,7 @@ impl Scheduler {
             .min_by_key(|(_, e)| e.due)
             .map(|(id, _)| id.clone())?;
         self.entries.remove(&id);
-        self.in_flight.insert(id.clone(), ());
+        self.in_flight.insert(id.clone());
         Some(id)
     }
 

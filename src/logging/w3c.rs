@@ -1,6 +1,6 @@
 //! The W3C extended protocol log as IIS writes it for SMTPSVC: `<LogFileDirectory>/SMTPSVC<n>/exYYMMDD.log`,
-//! UTC, `#Software`/`#Version`/`#Date`/`#Fields` directives, one line per command (see
-//! ../shared/reference/iis-smtp.md §4). A dedicated thread writes; sessions hand it records over a
+//! UTC, `#Software`/`#Version`/`#Date`/`#Fields` directives, one line per command (README.md,
+//! "Logs"). A dedicated thread writes; sessions hand it records over a
 //! channel and never wait on the disk.
 
 use std::collections::HashMap;

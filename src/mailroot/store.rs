@@ -1,5 +1,5 @@
-//! The one room that commits mail to disk. Every message, whether it came by SMTP or (issue 3) from
-//! Pickup or as a bounce, is written the same way before anyone is told it is safe:
+//! The one room that commits mail to disk. Every message, whether it came by SMTP, from Pickup, as a
+//! report or as a Drop copy made by delivery, is written the same way before anyone is told it is safe:
 //!
 //! 1. write `SortTemp/<id>.tmp` (created new, never overwritten),
 //! 2. fsync the file,
@@ -9,7 +9,9 @@
 //! and only then does the session answer 250. A crash at any instant leaves the message either only
 //! in SortTemp (the client got no 250; the leftover is removed at start-up) or complete in its folder.
 //! Steps 2 to 4 go through the mailroot's group commit (`commit`), which shares each flush among all
-//! the messages that are ready at the same time.
+//! the messages that are ready at the same time. Once a message with a Queue part is durable, the
+//! store hands its envelope to delivery ([`Handover`]). State files and Badmail files are replaced the
+//! same way, one at a time: temporary file, fsync, rename, fsync the folder.
 //!
 //! Removing a delivered message is not flushed on its own: the next commit's folder flush carries it.
 //! A power cut in between can bring a delivered message back, to be delivered once more; it can never

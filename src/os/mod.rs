@@ -1,4 +1,5 @@
-//! Platform differences in one room: directory fsync, the machine's name, shutdown signals.
+//! Platform differences in one room: directory fsync, the machine's name, shutdown signals, the
+//! system's random numbers.
 //! Nothing outside this module says `cfg(unix)` or `cfg(windows)`.
 
 #[cfg(unix)]
@@ -34,6 +35,15 @@ pub fn sync_volume(file: &std::fs::File) -> io::Result<()> {
 /// resident. Elsewhere (musl, Windows) a no-op.
 pub fn tune_allocator() {
     imp::tune_allocator()
+}
+
+/// A random number from the operating system's generator (getrandom, BCryptGenRandom), the one that
+/// makes password salts. A system whose generator fails gives 0: callers only spread load with it.
+pub fn random_u64() -> u64 {
+    use argon2::password_hash::rand_core::{OsRng, RngCore};
+    let mut b = [0u8; 8];
+    let _ = OsRng.try_fill_bytes(&mut b);
+    u64::from_le_bytes(b)
 }
 
 /// The machine's host name as the system reports it (may be a bare name without a domain).
@@ -79,5 +89,20 @@ pub fn is_foreign_absolute(path: &str) -> bool {
         path.starts_with('/') && !path.starts_with("//")
     } else {
         drive || path.starts_with("\\\\")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A generator that fails gives zeros, and equal numbers would put every MX of one preference in
+    /// the same order: eight draws must all differ.
+    #[test]
+    fn random_numbers_come_from_a_working_generator() {
+        let mut a: Vec<u64> = (0..8).map(|_| random_u64()).collect();
+        a.sort_unstable();
+        a.dedup();
+        assert_eq!(a.len(), 8);
     }
 }

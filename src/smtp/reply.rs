@@ -1,6 +1,6 @@
 //! Reply codes, enhanced status codes (RFC 3463) and the texts IIS uses, written straight into the
-//! connection's output buffer. Texts follow ../shared/reference/iis-smtp.md §3.3 where IIS's wording is
-//! known; the rest follow Postfix's plain style.
+//! connection's output buffer. Texts are IIS's where its wording is known (README.md, "A
+//! session, as in the IIS docs"); the rest follow Postfix's plain style.
 
 use std::io::Write;
 

@@ -344,7 +344,7 @@ impl Session {
             Command::Mail(path, params) => self.mail(path, params, out),
             Command::Rcpt(to, params) => self.rcpt(to, params, out),
             Command::Data => self.data(out),
-            Command::Bdat(size, last) => self.bdat(size, last, out),
+            Command::Bdat(size, last) => self.bdat(size, last),
             Command::Rset => {
                 self.tx = None;
                 out.extend_from_slice(reply::RSET);
@@ -525,8 +525,8 @@ impl Session {
         Next::Data(self.plan())
     }
 
-    fn bdat(&mut self, size: u64, last: bool, out: &mut Vec<u8>) -> Next {
-        let _ = out;
+    /// BDAT writes no reply of its own here: the connection reads the chunk first.
+    fn bdat(&mut self, size: u64, last: bool) -> Next {
         if let Some(r) = self.refuse_message() {
             self.pending = Some(r);
             return Next::Bdat {
