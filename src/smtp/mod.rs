@@ -1,5 +1,7 @@
-//! The SMTP protocol, without I/O: command framing and parsing, addresses, replies, the session state
-//! machine, the DATA terminator scanner, the header inspector and the trace header.
+//! The SMTP protocol, without I/O: command framing and parsing, addresses, ESMTP parameters, the typed
+//! envelope, replies, the DATA terminator scanner, the header inspector, the trace header, SASL
+//! decoding, and (a room above `config` and `policy`, see docs/architecture.md) the session state
+//! machine.
 
 pub mod address;
 pub mod command;
