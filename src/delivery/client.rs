@@ -423,15 +423,21 @@ impl Connection {
         if self.cap("SIZE") {
             mail.push_str(&format!(" SIZE={}", msg.data.len()));
         }
-        if binary {
-            mail.push_str(" BODY=BINARYMIME");
-        } else if (msg.eight_bit || msg.body == Some(Body::EightBitMime)) && self.cap("8BITMIME") {
-            mail.push_str(" BODY=8BITMIME");
-        }
+        // BODY says what the data is as sent (8-bit data is declared even when the client forgot);
         // DSN parameters go on only to a next hop that offers DSN (RFC 3461 §4.1).
-        if dsn {
-            params::write_mail(&mut mail, None, msg.ret, msg.envid);
-        }
+        let body = if binary {
+            Some(Body::BinaryMime)
+        } else if (msg.eight_bit || msg.body == Some(Body::EightBitMime)) && self.cap("8BITMIME") {
+            Some(Body::EightBitMime)
+        } else {
+            None
+        };
+        let (ret, envid) = if dsn {
+            (msg.ret, msg.envid)
+        } else {
+            (None, None)
+        };
+        params::write_mail(&mut mail, body, ret, envid);
         let rcpt_lines: Vec<String> = rcpts
             .iter()
             .map(|r| {
