@@ -16,9 +16,8 @@ use mailroot::smtp::command::{self, Body, Command, Notify, Ret};
 use mailroot::smtp::data::{DataScanner, Scan};
 use proptest::prelude::*;
 
-#[path = "support/strategies.rs"]
-mod strategies;
-use strategies::{bytes_or_soup, config};
+mod common;
+use common::strategies::{bytes_or_soup, config};
 
 // ---------------------------------------------------------------------------------------------
 // base64
