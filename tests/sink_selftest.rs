@@ -494,3 +494,32 @@ fn dropping_the_sink_closes_open_connections() {
     // The listener is gone too.
     assert!(TcpStream::connect_timeout(&addr, WAIT).is_err());
 }
+
+#[test]
+fn count_only_keeps_the_count_and_the_time_and_nothing_else() {
+    let sink = Sink::builder()
+        .hostname("sink.load.test")
+        .ehlo_extensions(["PIPELINING", "8BITMIME", "SIZE 104857600"])
+        .count_only()
+        .start();
+    let before = std::time::Instant::now();
+    let mut c = Client::connect(sink.addr);
+    let ehlo = c.hello();
+    assert!(ehlo.has("SIZE 104857600"), "{ehlo:?}");
+    // Pipelined, two transactions: the replies come in order.
+    c.send(b"MAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nDATA\r\n");
+    let codes: Vec<u16> = (0..3).map(|_| c.reply().code).collect();
+    assert_eq!(codes, vec![250, 250, 354]);
+    c.send(b"one\r\n..two\r\n.\r\n");
+    assert_eq!(c.reply().code, 250);
+    assert_eq!(
+        c.transaction("<a@x.test>", &["<b@y.test>"], "second\r\n")
+            .code,
+        250
+    );
+    c.ok("QUIT", 221);
+    assert!(sink.wait_until(|s| s.count() == 2));
+    assert!(sink.last_at() >= before, "the time of the last message");
+    assert!(sink.transactions().is_empty() && sink.commands().is_empty());
+    assert_eq!(sink.connections(), 1);
+}
