@@ -24,18 +24,10 @@ const MX2: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 3);
 // Helpers
 // ---------------------------------------------------------------------------------------------
 
-/// Test defaults: retries after 1 s, 5 s per reply of the next hop.
-fn base() -> Builder {
-    Builder::new()
-        .key("SmtpRemoteProgressiveRetry", "1s")
-        .key("RemoteTimeout", "5")
-}
-
-/// `base()` with every remote recipient going to `[127.0.0.1]:<port>`.
+/// Test defaults (retries after 1 s, 5 s per reply of the next hop), every remote recipient going to
+/// `[127.0.0.1]:<port>`.
 fn via_smart_host(port: u16) -> Builder {
-    base()
-        .key("SmartHost", &format!("[127.0.0.1]:{port}"))
-        .key("SmartHostType", "2")
+    Builder::new().retrying().smart_host(port)
 }
 
 /// A DNS server with `example.test MX 10 mx1 (127.0.0.2)` and `MX 20 mx2 (127.0.0.3)`.
@@ -273,7 +265,8 @@ fn two_mx_sinks(first: SinkBuilder) -> (Sink, Sink) {
 }
 
 fn dns_server(dns: &dns::DnsServer, port: u16) -> Builder {
-    base()
+    Builder::new()
+        .retrying()
         .key("DnsServers", &dns.addr.to_string())
         .key("RemoteSmtpPort", &port.to_string())
 }
@@ -471,7 +464,8 @@ fn address_literal_recipient_goes_to_that_address() {
         .port(sink.addr.port())
         .try_start()
         .ok();
-    let srv = base()
+    let srv = Builder::new()
+        .retrying()
         .key("RemoteSmtpPort", &sink.addr.port().to_string())
         .start();
     srv.submit("app@local.test", &["u@[127.0.0.3]"], &message("literal"));

@@ -19,10 +19,7 @@ use common::acceptor::Acceptor;
 const LONG: Duration = Duration::from_secs(90);
 
 fn base() -> Builder {
-    Builder::new()
-        .key("SmtpRemoteProgressiveRetry", "1s")
-        .key("RemoteTimeout", "5")
-        .key("PickupSettleTime", "200ms")
+    Builder::new().retrying().key("PickupSettleTime", "200ms")
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -23,17 +23,11 @@ const PASS: &str = "s3cret!";
 // Helpers
 // ---------------------------------------------------------------------------------------------
 
-fn base() -> Builder {
-    Builder::new()
-        .key("SmtpRemoteProgressiveRetry", "1s")
-        .key("RemoteTimeout", "5")
-}
-
 /// Every remote recipient to `[127.0.0.1]:<port>` with OutboundTls = `tls`.
 fn to_smart_host(port: u16, tls: &str) -> Builder {
-    base()
-        .key("SmartHost", &format!("[127.0.0.1]:{port}"))
-        .key("SmartHostType", "2")
+    Builder::new()
+        .retrying()
+        .smart_host(port)
         .key("OutboundTls", tls)
 }
 
@@ -110,9 +104,9 @@ fn opportunistic_uses_starttls_even_with_an_untrusted_certificate() {
 fn opportunistic_is_the_default() {
     let ca = TestCa::new();
     let sink = Sink::builder().starttls(ca.untrusted_leaf()).start();
-    let srv = base()
-        .key("SmartHost", &format!("[127.0.0.1]:{}", sink.addr.port()))
-        .key("SmartHostType", "2")
+    let srv = Builder::new()
+        .retrying()
+        .smart_host(sink.addr.port())
         .start();
     srv.submit(
         "app@local.test",
@@ -188,7 +182,8 @@ fn required_verifies_the_mx_host_name() {
         .bind("127.0.0.2")
         .starttls(ca.leaf_for(&["mx1.secure.test"]))
         .start();
-    let srv = base()
+    let srv = Builder::new()
+        .retrying()
         .key("DnsServers", &dns.addr.to_string())
         .key("RemoteSmtpPort", &sink.addr.port().to_string())
         .key("OutboundTls", "required")

@@ -17,13 +17,6 @@ fn server() -> Server {
         .start()
 }
 
-/// Test defaults for relaying: retries after 1 s, 5 s per reply of the next hop.
-fn relaying() -> Builder {
-    Builder::new()
-        .key("SmtpRemoteProgressiveRetry", "1s")
-        .key("RemoteTimeout", "5")
-}
-
 fn pickup_leftovers(srv: &Server) -> Vec<String> {
     names(&srv.folder("Pickup"))
         .into_iter()
@@ -316,9 +309,9 @@ fn hard_links_in_pickup_are_refused() {
 #[test]
 fn pickup_file_reaches_the_next_hop_without_envelope_headers() {
     let sink = Sink::start_default();
-    let srv = relaying()
-        .key("SmartHost", &format!("[127.0.0.1]:{}", sink.addr.port()))
-        .key("SmartHostType", "2")
+    let srv = Builder::new()
+        .retrying()
+        .smart_host(sink.addr.port())
         .key("PickupSettleTime", "300ms")
         .start();
     fs::write(
@@ -369,7 +362,8 @@ fn pickup_headers() -> &'static str {
 
 fn pickup_to_sink(unstuff: &str, file_body: &str) {
     let sink = Sink::start_default();
-    let srv = relaying()
+    let srv = Builder::new()
+        .retrying()
         .key("PickupSettleTime", "200ms")
         .key("PickupUnstuffDots", unstuff)
         .route("dest.test", sink.addr.port())

@@ -30,10 +30,9 @@ pub fn dns() -> DnsServer {
 /// Mail for dest.test goes to 127.0.0.1:`next_hop`; DNS-routed mail (the reports) to port `reports`.
 pub fn config(dns: &DnsServer, next_hop: u16, reports: u16) -> Builder {
     Builder::new()
+        .retrying()
         .key("DnsServers", &dns.addr.to_string())
         .key("RemoteSmtpPort", &reports.to_string())
-        .key("SmtpRemoteProgressiveRetry", "1s")
-        .key("RemoteTimeout", "5")
         .key("PickupSettleTime", "200ms")
         .route("dest.test", next_hop)
 }

@@ -69,6 +69,18 @@ impl Builder {
         self
     }
 
+    /// Delivery that tries again after 1 s and waits 5 s for each reply of the next hop.
+    pub fn retrying(self) -> Builder {
+        self.key("SmtpRemoteProgressiveRetry", "1s")
+            .key("RemoteTimeout", "5")
+    }
+
+    /// Every remote recipient to the smart host `[127.0.0.1]:port` (SmartHostType 2).
+    pub fn smart_host(self, port: u16) -> Builder {
+        self.key("SmartHost", &format!("[127.0.0.1]:{port}"))
+            .key("SmartHostType", "2")
+    }
+
     /// A remote domain section sending mail for `domain` to the smart host `[127.0.0.1]:port`. It is
     /// spelled `[smtpsvc/1/Domain/…]` (section names are case-insensitive) so that
     /// [`Server::start_in`] does not count it as a virtual server to wait for.
