@@ -1,8 +1,10 @@
 //! The test kit. It runs the real `mailroot` binary on 127.0.0.1 with an ephemeral port and a
 //! temporary mailroot ([`Builder`], [`Server`]), speaks SMTP to it over plain or TLS connections from
-//! any loopback address ([`Client`]), receives what it delivers ([`sink::Sink`]), answers its DNS
-//! questions ([`dns::DnsServer`]), and polls, lists folders and submits messages for the tests. Every
-//! wait is bounded. benches/load shares the launcher, the client and the sink.
+//! any loopback address ([`Client`]), receives what it delivers ([`sink::Sink`], on the loopback
+//! [`acceptor::Acceptor`] that the tests' raw next hops use too), answers its DNS questions
+//! ([`dns::DnsServer`]), and polls, lists folders and submits messages for the tests; [`hops`] is the
+//! two-hop setup of the retry and report tests, [`strategies`] the proptest helpers. Every wait is
+//! bounded. benches/load includes this module for the launcher, the client and the sink.
 #![allow(dead_code)]
 
 pub mod acceptor;
