@@ -67,7 +67,7 @@ impl Utc {
         }
     }
 
-    /// RFC 5322 date as IIS writes it: `Sun, 2 Dec 2009 21:56:01 +0000` (day not zero-padded).
+    /// RFC 5322 date as IIS writes it: `Wed, 2 Dec 2009 21:56:01 +0000` (day not zero-padded).
     pub fn rfc5322(&self) -> String {
         format!(
             "{}, {} {} {} {:02}:{:02}:{:02} +0000",
@@ -103,17 +103,126 @@ pub fn unix_micros(t: SystemTime) -> u64 {
 mod tests {
     use super::*;
 
+    /// (seconds since the epoch, RFC 5322 form, W3C date, W3C time), read off a calendar, not
+    /// computed by this module.
+    const KNOWN: [(i64, &str, &str, &str); 12] = [
+        (
+            0,
+            "Thu, 1 Jan 1970 00:00:00 +0000",
+            "1970-01-01",
+            "00:00:00",
+        ),
+        (
+            86_399,
+            "Thu, 1 Jan 1970 23:59:59 +0000",
+            "1970-01-01",
+            "23:59:59",
+        ),
+        (
+            946_684_799,
+            "Fri, 31 Dec 1999 23:59:59 +0000",
+            "1999-12-31",
+            "23:59:59",
+        ),
+        // 2000 is a leap year although a century (divisible by 400).
+        (
+            951_825_600,
+            "Tue, 29 Feb 2000 12:00:00 +0000",
+            "2000-02-29",
+            "12:00:00",
+        ),
+        (
+            951_868_800,
+            "Wed, 1 Mar 2000 00:00:00 +0000",
+            "2000-03-01",
+            "00:00:00",
+        ),
+        (
+            1_000_000_000,
+            "Sun, 9 Sep 2001 01:46:40 +0000",
+            "2001-09-09",
+            "01:46:40",
+        ),
+        (
+            1_259_790_961,
+            "Wed, 2 Dec 2009 21:56:01 +0000",
+            "2009-12-02",
+            "21:56:01",
+        ),
+        (
+            1_709_164_800,
+            "Thu, 29 Feb 2024 00:00:00 +0000",
+            "2024-02-29",
+            "00:00:00",
+        ),
+        (
+            1_735_689_599,
+            "Tue, 31 Dec 2024 23:59:59 +0000",
+            "2024-12-31",
+            "23:59:59",
+        ),
+        // The last second of a signed 32-bit time_t, and the one after it.
+        (
+            2_147_483_647,
+            "Tue, 19 Jan 2038 03:14:07 +0000",
+            "2038-01-19",
+            "03:14:07",
+        ),
+        (
+            2_147_483_648,
+            "Tue, 19 Jan 2038 03:14:08 +0000",
+            "2038-01-19",
+            "03:14:08",
+        ),
+        // 2100 is not a leap year (a century not divisible by 400): 28 February, then 1 March.
+        (
+            4_107_542_400,
+            "Mon, 1 Mar 2100 00:00:00 +0000",
+            "2100-03-01",
+            "00:00:00",
+        ),
+    ];
+
     #[test]
     fn epoch_and_known_dates() {
-        let e = Utc::from_unix(0, 0);
-        assert_eq!((e.year, e.month, e.day, e.weekday), (1970, 1, 1, 4));
-        // 2009-12-02 21:56:01 UTC was a Wednesday.
-        let t = Utc::from_unix(1_259_790_961, 0);
-        assert_eq!(t.rfc5322(), "Wed, 2 Dec 2009 21:56:01 +0000");
-        // Leap day.
-        let l = Utc::from_unix(1_709_164_800, 0);
-        assert_eq!((l.year, l.month, l.day), (2024, 2, 29));
-        assert_eq!(l.w3c_date(), "2024-02-29");
-        assert_eq!(Utc::from_unix(86_399, 0).w3c_time(), "23:59:59");
+        for (secs, rfc, date, time) in KNOWN {
+            let t = Utc::from_unix(secs, 0);
+            assert_eq!(t.rfc5322(), rfc, "{secs}");
+            assert_eq!(t.w3c_date(), date, "{secs}");
+            assert_eq!(t.w3c_time(), time, "{secs}");
+        }
+        let feb28 = Utc::from_unix(4_107_456_000, 0);
+        assert_eq!(
+            (feb28.year, feb28.month, feb28.day, feb28.weekday),
+            (2100, 2, 28, 0)
+        );
+    }
+
+    #[test]
+    fn one_week_of_weekdays() {
+        // Sunday 4 January 2026 to Saturday 10 January 2026.
+        let names = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+        for (n, name) in names.iter().enumerate() {
+            let t = Utc::from_unix(1_767_484_800 + n as i64 * 86_400 + 43_200, 0);
+            assert_eq!((t.year, t.month, t.day), (2026, 1, 4 + n as u32));
+            assert_eq!(t.weekday, n as u32, "{name}");
+            assert!(
+                t.rfc5322()
+                    .starts_with(&format!("{name}, {} Jan 2026 12:00:00", 4 + n))
+            );
+        }
+    }
+
+    #[test]
+    fn system_times_and_micros() {
+        let t = UNIX_EPOCH + Duration::new(1_259_790_961, 123_456_789);
+        let u = Utc::from_system(t);
+        assert_eq!(u.rfc5322(), "Wed, 2 Dec 2009 21:56:01 +0000");
+        assert_eq!(u.micros, 123_456);
+        assert_eq!(unix_micros(t), 1_259_790_961_123_456);
+        // Before the epoch clamps to it.
+        let before = UNIX_EPOCH - Duration::from_secs(1);
+        assert_eq!(Utc::from_system(before), Utc::from_unix(0, 0));
+        assert_eq!(unix_micros(before), 0);
     }
 }

@@ -5,34 +5,11 @@
 mod common;
 use common::*;
 
-use std::net::{IpAddr, SocketAddr};
-
-use socket2::{Domain, Protocol, Socket, Type};
-
 const DENIED: &str = "554 5.7.1 Access denied";
-
-/// A client whose socket is bound to `source` (port chosen by the system) before it connects.
-fn connect_from(source: &str, server: SocketAddr) -> Client {
-    let ip: IpAddr = source.parse().expect("source address");
-    let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).expect("socket");
-    socket
-        .bind(&SocketAddr::new(ip, 0).into())
-        .unwrap_or_else(|e| panic!("bind {source}: {e}"));
-    socket
-        .connect_timeout(&server.into(), WAIT)
-        .unwrap_or_else(|e| panic!("connect from {source} to {server}: {e}"));
-    let stream: std::net::TcpStream = socket.into();
-    assert_eq!(
-        stream.local_addr().unwrap().ip(),
-        ip,
-        "bound source address"
-    );
-    Client::from_stream(stream)
-}
 
 /// Asserts that a client from `source` is refused with 554 and then disconnected.
 fn assert_denied(srv: &Server, source: &str) {
-    let mut c = connect_from(source, srv.addr());
+    let mut c = Client::connect_from(source, srv.addr());
     let r = c
         .try_reply()
         .unwrap_or_else(|| panic!("{source}: closed without a reply"));
@@ -46,7 +23,7 @@ fn assert_denied(srv: &Server, source: &str) {
 
 /// Asserts that a client from `source` gets the banner and a working session.
 fn assert_admitted(srv: &Server, source: &str) {
-    let mut c = connect_from(source, srv.addr());
+    let mut c = Client::connect_from(source, srv.addr());
     let r = c
         .try_reply()
         .unwrap_or_else(|| panic!("{source}: closed without a banner"));
@@ -105,7 +82,7 @@ fn admitted_client_keeps_its_own_relay_rights() {
         .key("IPGrantByDefault", "0")
         .key("IPGrant", "127.0.0.2")
         .start();
-    let mut c = connect_from("127.0.0.2", srv.addr());
+    let mut c = Client::connect_from("127.0.0.2", srv.addr());
     c.hello();
     c.ok("MAIL FROM:<a@example.test>", 250);
     let r = c.cmd("RCPT TO:<x@remote.test>");
@@ -205,9 +182,9 @@ fn refused_clients_do_not_use_up_max_connections() {
         assert_denied(&srv, "127.0.0.2");
     }
     // The one session slot is still free, and it is the only one.
-    let mut first = connect_from("127.0.0.1", srv.addr());
+    let mut first = Client::connect_from("127.0.0.1", srv.addr());
     assert_eq!(first.reply().code, 220);
-    let mut second = connect_from("127.0.0.3", srv.addr());
+    let mut second = Client::connect_from("127.0.0.3", srv.addr());
     let r = second.reply();
     assert_eq!(r.code, 421, "{r:?}");
     // A denied client still gets its own answer, not the MaxConnections one.

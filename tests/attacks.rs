@@ -196,7 +196,7 @@ fn pipelined_ehlo_flood_is_answered_in_order_without_hoarding() {
 #[test]
 fn unread_reply_floods_do_not_grow_the_server() {
     let srv = Builder::new().key("ConnectionTimeout", "30").start();
-    let pid = srv.child.as_ref().unwrap().id();
+    let pid = srv.pid().expect("running");
     let rss = || -> u64 {
         let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
         s.lines()

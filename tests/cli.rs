@@ -7,58 +7,16 @@ use common::*;
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
-
-/// What a finished run of the binary produced.
-struct Run {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn both(&self) -> String {
-        format!("{}\n{}", self.stdout, self.stderr)
-    }
-}
-
-/// Runs `mailroot args…` in `cwd` and waits (bounded) for it to exit.
-fn run(args: &[&str], cwd: &Path) -> Run {
-    let mut child = Command::new(bin())
-        .args(args)
-        .current_dir(cwd)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start mailroot");
-    let mut out = child.stdout.take().expect("stdout");
-    let mut err = child.stderr.take().expect("stderr");
-    let t_out = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
-    });
-    let t_err = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-    let status = wait_exit(&mut child);
-    Run {
-        status,
-        stdout: t_out.join().unwrap(),
-        stderr: t_err.join().unwrap(),
-    }
-}
 
 /// `mailroot check --config <path>` from an unrelated working directory.
 fn check(path: &Path) -> Run {
     let cwd = TempDir::new("cli-cwd");
-    run(&["check", "--config", path.to_str().unwrap()], cwd.path())
+    run_bin(
+        &["check", "--config", path.to_str().unwrap()],
+        Some(cwd.path()),
+        None,
+    )
 }
 
 /// Writes `text` to `<dir>/<name>` and returns the path.
@@ -150,13 +108,13 @@ fn assert_config_error(r: &Run, prefix: &str, needle: &str) {
 #[test]
 fn version_and_help() {
     let cwd = TempDir::new("cli-v");
-    let v = run(&["--version"], cwd.path());
+    let v = run_bin(&["--version"], Some(cwd.path()), None);
     assert_eq!(v.status.code(), Some(0), "{}", v.both());
     assert_eq!(
         v.stdout.trim(),
         format!("mailroot {}", env!("CARGO_PKG_VERSION"))
     );
-    let h = run(&["--help"], cwd.path());
+    let h = run_bin(&["--help"], Some(cwd.path()), None);
     assert_eq!(h.status.code(), Some(0), "{}", h.both());
     assert!(h.stdout.contains("Usage"), "{}", h.stdout);
     assert!(h.stdout.contains("check"), "{}", h.stdout);
@@ -169,10 +127,10 @@ fn version_and_help() {
 #[test]
 fn unknown_argument_is_a_usage_error() {
     let cwd = TempDir::new("cli-arg");
-    let r = run(&["--bogus"], cwd.path());
+    let r = run_bin(&["--bogus"], Some(cwd.path()), None);
     assert!(!r.status.success(), "{}", r.both());
     assert!(r.stderr.contains("--bogus"), "{}", r.stderr);
-    let r = run(&["check", "--config"], cwd.path());
+    let r = run_bin(&["check", "--config"], Some(cwd.path()), None);
     assert!(!r.status.success(), "{}", r.both());
     assert!(r.stderr.contains("--config"), "{}", r.stderr);
 }
@@ -454,7 +412,11 @@ fn serve_refuses_a_bad_configuration() {
         "smtpsvc.ini",
         "[SmtpSvc/1]\nServerBindings = 127.0.0.1:0\nMaxRecipients = lots\nMailRoot = mailroot\n",
     );
-    let r = run(&["serve", "--config", ini.to_str().unwrap()], dir.path());
+    let r = run_bin(
+        &["serve", "--config", ini.to_str().unwrap()],
+        Some(dir.path()),
+        None,
+    );
     assert!(
         !r.status.success(),
         "serve started on a bad file:\n{}",
@@ -478,7 +440,7 @@ fn serve_refuses_a_bad_configuration() {
         "win.ini",
         "[SmtpSvc/1]\nServerBindings = 127.0.0.1:0\nMailRoot = C:\\inetpub\\mailroot\n",
     );
-    let r = run(&["--config", ini.to_str().unwrap()], dir.path());
+    let r = run_bin(&["--config", ini.to_str().unwrap()], Some(dir.path()), None);
     assert!(!r.status.success(), "{}", r.both());
     if cfg!(unix) {
         assert!(
@@ -492,7 +454,7 @@ fn serve_refuses_a_bad_configuration() {
 #[test]
 fn no_config_file_runs_on_built_in_defaults() {
     let cwd = TempDir::new("cli-nofile");
-    let r = run(&["check"], cwd.path());
+    let r = run_bin(&["check"], Some(cwd.path()), None);
     assert_eq!(r.status.code(), Some(0), "{}", r.both());
     let lower = r.stdout.to_lowercase();
     assert!(
@@ -530,7 +492,7 @@ fn conf_smtpsvc_ini_in_the_working_directory_is_the_default() {
         "conf/smtpsvc.ini",
         "[SmtpSvc/1]\nServerBindings = 127.0.0.1:2600\nHopCount = 4\n",
     );
-    let r = run(&["check"], dir.path());
+    let r = run_bin(&["check"], Some(dir.path()), None);
     assert_eq!(r.status.code(), Some(0), "{}", r.both());
     assert!(
         !r.stdout.to_lowercase().contains("built-in"),
@@ -604,8 +566,16 @@ fn relative_paths_resolve_against_the_config_folder() {
 
     // A relative --config: resolved against the working directory, then the file's folder.
     let canonical = fs::canonicalize(dir.path()).unwrap();
-    let r = run(&["check", "--config", "conf/smtpsvc.ini"], dir.path());
+    let r = run_bin(
+        &["check", "--config", "conf/smtpsvc.ini"],
+        Some(dir.path()),
+        None,
+    );
     expect(&canonical, &r);
-    let r = run(&["check", "--config=smtpsvc.ini"], &dir.path().join("conf"));
+    let r = run_bin(
+        &["check", "--config=smtpsvc.ini"],
+        Some(&dir.path().join("conf")),
+        None,
+    );
     expect(&canonical, &r);
 }

@@ -8,12 +8,12 @@ mod common;
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
-use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::sync::{Arc, Mutex};
-use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::thread;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use common::acceptor::Acceptor;
 use common::sink::{Delivered, Sink, SinkBuilder, start_same_port};
 use common::*;
 
@@ -24,18 +24,10 @@ const MX2: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 3);
 // Helpers
 // ---------------------------------------------------------------------------------------------
 
-/// Test defaults: retries after 1 s, 5 s per reply of the next hop.
-fn base() -> Builder {
-    Builder::new()
-        .key("SmtpRemoteProgressiveRetry", "1s")
-        .key("RemoteTimeout", "5")
-}
-
-/// `base()` with every remote recipient going to `[127.0.0.1]:<port>`.
+/// Test defaults (retries after 1 s, 5 s per reply of the next hop), every remote recipient going to
+/// `[127.0.0.1]:<port>`.
 fn via_smart_host(port: u16) -> Builder {
-    base()
-        .key("SmartHost", &format!("[127.0.0.1]:{port}"))
-        .key("SmartHostType", "2")
+    Builder::new().retrying().smart_host(port)
 }
 
 /// A DNS server with `example.test MX 10 mx1 (127.0.0.2)` and `MX 20 mx2 (127.0.0.3)`.
@@ -46,85 +38,6 @@ fn two_mx_dns() -> dns::DnsServer {
         .a("mx1.example.test", MX1)
         .a("mx2.example.test", MX2)
         .start()
-}
-
-/// One SMTP transaction with raw MAIL/RCPT arguments (parameters included).
-fn submit_raw(srv: &Server, mail_arg: &str, rcpt_args: &[&str], body: &str) {
-    let mut c = srv.connect();
-    c.hello();
-    c.ok(&format!("MAIL FROM:{mail_arg}"), 250);
-    for r in rcpt_args {
-        c.ok(&format!("RCPT TO:{r}"), 250);
-    }
-    c.ok("DATA", 354);
-    c.send(body.as_bytes());
-    c.send(b"\r\n.\r\n");
-    let r = c.reply();
-    assert_eq!(r.code, 250, "{r:?}");
-    c.ok("QUIT", 221);
-}
-
-fn submit(srv: &Server, from: &str, rcpts: &[&str], body: &str) {
-    let rcpts: Vec<String> = rcpts.iter().map(|r| format!("<{r}>")).collect();
-    let rcpts: Vec<&str> = rcpts.iter().map(String::as_str).collect();
-    submit_raw(srv, &format!("<{from}>"), &rcpts, body);
-}
-
-fn wait_until(mut f: impl FnMut() -> bool) -> bool {
-    let until = Instant::now() + WAIT;
-    loop {
-        if f() {
-            return true;
-        }
-        if Instant::now() > until {
-            return false;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Files of `folder` with extension `ext`.
-fn files_with(srv: &Server, folder: &str, ext: &str) -> Vec<std::path::PathBuf> {
-    let mut v: Vec<_> = fs::read_dir(srv.folder(folder))
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|x| x == ext))
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
-}
-
-/// The texts of the `.sta` files in Queue.
-fn states(srv: &Server) -> Vec<String> {
-    files_with(srv, "Queue", "sta")
-        .iter()
-        .filter_map(|p| fs::read_to_string(p).ok())
-        .collect()
-}
-
-/// Waits until Queue holds neither messages nor state files.
-fn wait_queue_empty(srv: &Server) -> bool {
-    wait_until(|| srv.files("Queue").is_empty() && files_with(srv, "Queue", "sta").is_empty())
-}
-
-/// Waits for `n` files in Drop and returns their texts.
-fn drop_texts(srv: &Server, n: usize) -> Vec<String> {
-    srv.wait_files("Drop", n)
-        .iter()
-        .map(|p| String::from_utf8_lossy(&fs::read(p).unwrap()).to_string())
-        .collect()
-}
-
-/// A port on 127.0.0.1 that nothing listens on right now.
-fn free_port(ip: &str) -> u16 {
-    TcpListener::bind((ip, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A queue identifier of "now" (see docs/mailroot.md), distinct per `n`.
@@ -149,15 +62,6 @@ fn start_with_queue(b: Builder, files: &[String]) -> Server {
     Server::start_in(dir, &b.ini())
 }
 
-fn subject_of(d: &Delivered) -> String {
-    d.text()
-        .lines()
-        .find_map(|l| l.strip_prefix("Subject: "))
-        .unwrap_or("")
-        .trim()
-        .to_string()
-}
-
 /// Messages per connection number.
 fn per_connection(msgs: &[Delivered]) -> BTreeMap<usize, usize> {
     let mut m = BTreeMap::new();
@@ -169,8 +73,8 @@ fn per_connection(msgs: &[Delivered]) -> BTreeMap<usize, usize> {
 
 // ---------------------------------------------------------------------------------------------
 // A raw SMTP server for what the sink cannot show: strict PIPELINING / lock-step checks and exact
-// concurrency (a connection counts as open from accept until we are about to answer QUIT, an
-// interval that lies inside the client's own use of the connection).
+// concurrency (a connection counts as open from the start of its thread until we are about to answer
+// QUIT, an interval that lies inside the client's own use of the connection).
 // ---------------------------------------------------------------------------------------------
 
 #[derive(Clone, Default)]
@@ -194,54 +98,33 @@ struct RawRec {
     commands: Vec<(usize, String)>,
     messages: Vec<(usize, Vec<u8>)>,
     violations: Vec<String>,
-    streams: Vec<TcpStream>,
 }
 
 struct RawSmtp {
     addr: SocketAddr,
-    stop: Arc<AtomicBool>,
     rec: Arc<Mutex<RawRec>>,
-    accept: Option<JoinHandle<()>>,
+    _acceptor: Acceptor,
 }
 
 impl RawSmtp {
     fn start(opts: RawOpts) -> RawSmtp {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
         let rec: Arc<Mutex<RawRec>> = Arc::default();
-        let (s, r) = (stop.clone(), rec.clone());
-        let accept = thread::spawn(move || {
-            while !s.load(Ordering::SeqCst) {
-                match listener.accept() {
-                    Ok((stream, _)) => {
-                        let _ = stream.set_nonblocking(false);
-                        let _ = stream.set_read_timeout(Some(WAIT));
-                        let _ = stream.set_nodelay(true);
-                        let n = {
-                            let mut g = r.lock().unwrap();
-                            let n = g.connections;
-                            g.connections += 1;
-                            g.open += 1;
-                            g.max_open = g.max_open.max(g.open);
-                            if let Ok(c) = stream.try_clone() {
-                                g.streams.push(c);
-                            }
-                            n
-                        };
-                        let (r2, o2) = (r.clone(), opts.clone());
-                        thread::spawn(move || raw_session(n, stream, &r2, &o2));
-                    }
-                    Err(_) => thread::sleep(Duration::from_millis(5)),
-                }
+        let r = rec.clone();
+        let acceptor = Acceptor::start(move |n, stream| {
+            let _ = stream.set_read_timeout(Some(WAIT));
+            let _ = stream.set_nodelay(true);
+            {
+                let mut g = r.lock().unwrap();
+                g.connections += 1;
+                g.open += 1;
+                g.max_open = g.max_open.max(g.open);
             }
+            raw_session(n, stream, &r, &opts);
         });
         RawSmtp {
-            addr,
-            stop,
+            addr: acceptor.addr,
             rec,
-            accept: Some(accept),
+            _acceptor: acceptor,
         }
     }
 
@@ -263,18 +146,6 @@ impl RawSmtp {
     fn wait_messages(&self, n: usize) -> usize {
         wait_until(|| self.messages().len() >= n);
         self.messages().len()
-    }
-}
-
-impl Drop for RawSmtp {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(h) = self.accept.take() {
-            let _ = h.join();
-        }
-        for s in self.rec.lock().unwrap().streams.drain(..) {
-            let _ = s.shutdown(Shutdown::Both);
-        }
     }
 }
 
@@ -394,7 +265,8 @@ fn two_mx_sinks(first: SinkBuilder) -> (Sink, Sink) {
 }
 
 fn dns_server(dns: &dns::DnsServer, port: u16) -> Builder {
-    base()
+    Builder::new()
+        .retrying()
         .key("DnsServers", &dns.addr.to_string())
         .key("RemoteSmtpPort", &port.to_string())
 }
@@ -404,16 +276,11 @@ fn mx_with_the_lowest_preference_gets_the_mail() {
     let d = two_mx_dns();
     let (mx1, mx2) = two_mx_sinks(SinkBuilder::new());
     let srv = dns_server(&d, mx1.addr.port()).start();
-    submit(
-        &srv,
-        "app@local.test",
-        &["u@example.test"],
-        &message("mx order"),
-    );
+    srv.submit("app@local.test", &["u@example.test"], &message("mx order"));
     let got = mx1.wait_messages(1);
     assert_eq!(got.len(), 1, "MX 10 gets it: {}", srv.log_text());
     assert_eq!(got[0].rcpt_addrs(), ["u@example.test"]);
-    assert!(wait_queue_empty(&srv), "{}", srv.log_text());
+    assert!(srv.wait_queue_empty(), "{}", srv.log_text());
     assert_eq!(mx2.connections(), 0, "MX 20 is not contacted");
 }
 
@@ -424,16 +291,11 @@ fn first_mx_not_listening_falls_back_to_the_second() {
     let port = mx1.addr.port();
     drop(mx1);
     let srv = dns_server(&d, port).start();
-    submit(
-        &srv,
-        "app@local.test",
-        &["u@example.test"],
-        &message("mx1 down"),
-    );
+    srv.submit("app@local.test", &["u@example.test"], &message("mx1 down"));
     let got = mx2.wait_messages(1);
     assert_eq!(got.len(), 1, "MX 20 gets it: {}", srv.log_text());
     assert_eq!(got[0].rcpt_addrs(), ["u@example.test"]);
-    assert!(wait_queue_empty(&srv), "{}", srv.log_text());
+    assert!(srv.wait_queue_empty(), "{}", srv.log_text());
 }
 
 #[test]
@@ -441,17 +303,12 @@ fn first_mx_answering_421_falls_back_to_the_second() {
     let d = two_mx_dns();
     let (mx1, mx2) = two_mx_sinks(SinkBuilder::new().on_connect("421 4.3.2 Service not available"));
     let srv = dns_server(&d, mx1.addr.port()).start();
-    submit(
-        &srv,
-        "app@local.test",
-        &["u@example.test"],
-        &message("mx1 busy"),
-    );
+    srv.submit("app@local.test", &["u@example.test"], &message("mx1 busy"));
     let got = mx2.wait_messages(1);
     assert_eq!(got.len(), 1, "MX 20 gets it: {}", srv.log_text());
     assert!(mx1.connections() >= 1, "MX 10 was tried first");
     assert!(mx1.messages().is_empty());
-    assert!(wait_queue_empty(&srv), "{}", srv.log_text());
+    assert!(srv.wait_queue_empty(), "{}", srv.log_text());
 }
 
 #[test]
@@ -459,16 +316,11 @@ fn a_domain_without_mx_but_with_an_a_record_is_its_own_mx() {
     let d = dns::DnsServer::builder().a("amx.test", MX1).start();
     let sink = Sink::builder().bind("127.0.0.2").start();
     let srv = dns_server(&d, sink.addr.port()).start();
-    submit(
-        &srv,
-        "app@local.test",
-        &["u@amx.test"],
-        &message("implicit mx"),
-    );
+    srv.submit("app@local.test", &["u@amx.test"], &message("implicit mx"));
     let got = sink.wait_messages(1);
     assert_eq!(got.len(), 1, "{}", srv.log_text());
     assert_eq!(got[0].rcpt_addrs(), ["u@amx.test"]);
-    assert!(wait_queue_empty(&srv));
+    assert!(srv.wait_queue_empty());
 }
 
 #[test]
@@ -480,8 +332,7 @@ fn smart_host_type_2_always_uses_the_smart_host() {
         .key("SmartHost", &format!("[127.0.0.1]:{}", smart.addr.port()))
         .key("SmartHostType", "2")
         .start();
-    submit(
-        &srv,
+    srv.submit(
         "app@local.test",
         &["u@example.test", "v@elsewhere.test"],
         &message("always smart"),
@@ -491,7 +342,7 @@ fn smart_host_type_2_always_uses_the_smart_host() {
     let mut r = got[0].rcpt_addrs();
     r.sort();
     assert_eq!(r, ["u@example.test", "v@elsewhere.test"], "one transaction");
-    assert!(wait_queue_empty(&srv));
+    assert!(srv.wait_queue_empty());
     assert_eq!(mx1.connections() + mx2.connections(), 0, "no MX contacted");
 }
 
@@ -504,14 +355,9 @@ fn smart_host_type_1_uses_the_mx_when_it_answers() {
         .key("SmartHost", &format!("[127.0.0.1]:{}", smart.addr.port()))
         .key("SmartHostType", "1")
         .start();
-    submit(
-        &srv,
-        "app@local.test",
-        &["u@example.test"],
-        &message("dns first"),
-    );
+    srv.submit("app@local.test", &["u@example.test"], &message("dns first"));
     assert_eq!(mx1.wait_messages(1).len(), 1, "{}", srv.log_text());
-    assert!(wait_queue_empty(&srv));
+    assert!(srv.wait_queue_empty());
     assert_eq!(smart.connections(), 0, "the smart host is only a fallback");
 }
 
@@ -528,14 +374,12 @@ fn smart_host_type_1_falls_back_to_the_smart_host() {
         .key("SmartHost", &format!("[127.0.0.1]:{}", smart.addr.port()))
         .key("SmartHostType", "1")
         .start();
-    submit(
-        &srv,
+    srv.submit(
         "app@local.test",
         &["u@example.test"],
         &message("mx unreachable"),
     );
-    submit(
-        &srv,
+    srv.submit(
         "app@local.test",
         &["v@later.test"],
         &message("dns servfail"),
@@ -545,7 +389,7 @@ fn smart_host_type_1_falls_back_to_the_smart_host() {
     let mut r: Vec<String> = got.iter().flat_map(Delivered::rcpt_addrs).collect();
     r.sort();
     assert_eq!(r, ["u@example.test", "v@later.test"]);
-    assert!(wait_queue_empty(&srv), "{}", srv.log_text());
+    assert!(srv.wait_queue_empty(), "{}", srv.log_text());
 }
 
 #[test]
@@ -559,20 +403,15 @@ fn smart_host_type_0_never_uses_the_smart_host() {
         .key("SmartHost", &format!("[127.0.0.1]:{}", smart.addr.port()))
         .key("SmartHostType", "0")
         .start();
-    submit(
-        &srv,
-        "app@local.test",
-        &["u@example.test"],
-        &message("dns only"),
-    );
+    srv.submit("app@local.test", &["u@example.test"], &message("dns only"));
     // Wait for a second attempt: both went to the (dead) MX only.
     assert!(
-        wait_until(|| states(&srv).iter().any(|s| s.contains("attempts: 2"))),
+        wait_until(|| srv.states().iter().any(|s| s.contains("attempts: 2"))),
         "retried: {:?}\n{}",
-        states(&srv),
+        srv.states(),
         srv.log_text()
     );
-    let st = states(&srv).join("\n");
+    let st = srv.states().join("\n");
     assert!(st.contains("rcpt: pending u@example.test | 4"), "{st}");
     assert_eq!(smart.connections(), 0, "{}", srv.log_text());
     assert_eq!(srv.files("Queue").len(), 1);
@@ -590,8 +429,7 @@ fn remote_domain_section_overrides_the_server_smart_host() {
             corp.addr.port()
         ))
         .start();
-    submit(
-        &srv,
+    srv.submit(
         "app@local.test",
         &[
             "a@eu.corp.test",
@@ -615,7 +453,7 @@ fn remote_domain_section_overrides_the_server_smart_host() {
         ["c@corp.test", "d@other.test"],
         "`*.corp.test` does not cover corp.test itself"
     );
-    assert!(wait_queue_empty(&srv));
+    assert!(srv.wait_queue_empty());
 }
 
 #[test]
@@ -626,19 +464,15 @@ fn address_literal_recipient_goes_to_that_address() {
         .port(sink.addr.port())
         .try_start()
         .ok();
-    let srv = base()
+    let srv = Builder::new()
+        .retrying()
         .key("RemoteSmtpPort", &sink.addr.port().to_string())
         .start();
-    submit(
-        &srv,
-        "app@local.test",
-        &["u@[127.0.0.3]"],
-        &message("literal"),
-    );
+    srv.submit("app@local.test", &["u@[127.0.0.3]"], &message("literal"));
     let got = sink.wait_messages(1);
     assert_eq!(got.len(), 1, "{}", srv.log_text());
     assert_eq!(got[0].rcpts[0], "<u@[127.0.0.3]>");
-    assert!(wait_queue_empty(&srv));
+    assert!(srv.wait_queue_empty());
     if let Some(o) = other {
         assert_eq!(o.connections(), 0);
     }
@@ -653,8 +487,7 @@ fn next_hop_gets_the_envelope_and_our_received_header_without_envelope_lines() {
     let sink = Sink::start_default();
     let srv = via_smart_host(sink.addr.port()).start();
     let body = "From: App <app@local.test>\r\nTo: r1@example.test\r\nSubject: content check\r\n\r\nfirst line\r\nsecond line";
-    submit(
-        &srv,
+    srv.submit(
         "app@local.test",
         &["r1@example.test", "r2@other.test"],
         body,
@@ -695,36 +528,7 @@ fn next_hop_gets_the_envelope_and_our_received_header_without_envelope_lines() {
         m.mail_from,
         m.data.len()
     );
-    assert!(wait_queue_empty(&srv));
-}
-
-#[test]
-fn pickup_file_reaches_the_next_hop_without_envelope_headers() {
-    let sink = Sink::start_default();
-    let srv = via_smart_host(sink.addr.port())
-        .key("PickupSettleTime", "300ms")
-        .start();
-    fs::write(
-        srv.folder("Pickup").join("app.eml"),
-        "X-Sender: app@local.test\r\nX-Receiver: u@example.test\r\nFrom: app@local.test\r\nTo: u@example.test\r\nBcc: hidden@example.test\r\nSubject: from pickup\r\n\r\nbody\r\n",
-    )
-    .unwrap();
-    let got = sink.wait_messages(1);
-    assert_eq!(got.len(), 1, "{}", srv.log_text());
-    let m = &got[0];
-    assert_eq!(m.sender_addr(), "app@local.test");
-    assert_eq!(m.rcpt_addrs(), ["u@example.test"]);
-    let t = m.text();
-    assert!(
-        t.starts_with("Received: from mail pickup service by mx.mailroot.test with mailroot id "),
-        "{t}"
-    );
-    let lower = t.to_ascii_lowercase();
-    assert!(
-        !lower.contains("x-sender") && !lower.contains("x-receiver") && !lower.contains("bcc:"),
-        "{t}"
-    );
-    assert!(!m.bare_line_endings);
+    assert!(srv.wait_queue_empty());
 }
 
 #[test]
@@ -763,7 +567,7 @@ fn bare_line_endings_in_a_queue_file_never_reach_the_wire() {
         "Subject: bare\r\n\r\nline1\r\nline2\r\nline3\r\n.\r\nafter\r\n.x\r\nend\r\n",
         "every line ends in CRLF; a lone dot is stuffed, not a terminator"
     );
-    assert!(wait_queue_empty(&srv));
+    assert!(srv.wait_queue_empty());
 }
 
 #[test]
@@ -776,8 +580,7 @@ fn pipelining_sends_mail_rcpt_and_data_without_waiting() {
         ..Default::default()
     });
     let srv = via_smart_host(raw.addr.port()).start();
-    submit(
-        &srv,
+    srv.submit(
         "app@local.test",
         &["a@example.test", "b@example.test"],
         &message("pipelined"),
@@ -798,7 +601,7 @@ fn pipelining_sends_mail_rcpt_and_data_without_waiting() {
         "{cmds:?}"
     );
     assert_eq!(raw.connections(), 1, "delivered at the first attempt");
-    assert!(wait_queue_empty(&srv));
+    assert!(srv.wait_queue_empty());
 }
 
 #[test]
@@ -809,22 +612,16 @@ fn without_pipelining_each_command_waits_for_its_reply() {
         ..Default::default()
     });
     let srv = via_smart_host(raw.addr.port()).start();
-    submit(
-        &srv,
+    srv.submit(
         "app@local.test",
         &["a@example.test", "b@example.test"],
         &message("lock-step"),
     );
     assert_eq!(raw.wait_messages(1), 1, "{}", srv.log_text());
-    assert!(wait_queue_empty(&srv));
+    assert!(srv.wait_queue_empty());
     assert!(raw.violations().is_empty(), "{:?}", raw.violations());
     // The connection waits a moment in mailroot's connection cache before its QUIT.
-    let until = std::time::Instant::now() + WAIT;
-    while std::time::Instant::now() < until
-        && !raw.commands().iter().any(|c| c.1.starts_with("QUIT"))
-    {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    wait_until(|| raw.commands().iter().any(|c| c.1.starts_with("QUIT")));
     let verbs: Vec<String> = raw
         .commands()
         .into_iter()
@@ -837,8 +634,7 @@ fn without_pipelining_each_command_waits_for_its_reply() {
 fn helo_fallback_when_ehlo_is_refused() {
     let sink = Sink::builder().no_ehlo().start();
     let srv = via_smart_host(sink.addr.port()).start();
-    submit(
-        &srv,
+    srv.submit(
         "app@local.test",
         &["u@example.test"],
         &message("old server"),
@@ -858,7 +654,7 @@ fn helo_fallback_when_ehlo_is_refused() {
     );
     // No ESMTP parameters to a server that did not say EHLO.
     assert_eq!(got[0].mail_from, "<app@local.test>");
-    assert!(wait_queue_empty(&srv));
+    assert!(srv.wait_queue_empty());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -875,8 +671,8 @@ fn message_over_the_next_hops_size_is_not_sent_and_bounces_with_5_3_4() {
         "Subject: big\r\n\r\n{}",
         format!("{}\r\n", "x".repeat(70)).repeat(40)
     );
-    submit(&srv, "app@local.test", &["u@example.test"], &big);
-    let reports = drop_texts(&srv, 1);
+    srv.submit("app@local.test", &["u@example.test"], &big);
+    let reports = srv.drop_texts(1);
     assert_eq!(reports.len(), 1, "{}", srv.log_text());
     let r = &reports[0];
     assert!(
@@ -887,7 +683,7 @@ fn message_over_the_next_hops_size_is_not_sent_and_bounces_with_5_3_4() {
         r.contains("Final-Recipient: rfc822;u@example.test\r\nAction: failed\r\nStatus: 5.3.4\r\n"),
         "{r}"
     );
-    assert!(wait_queue_empty(&srv));
+    assert!(srv.wait_queue_empty());
     assert!(
         !sink.commands().iter().any(|c| c.starts_with("MAIL")),
         "nothing sent: {:?}",
@@ -896,12 +692,7 @@ fn message_over_the_next_hops_size_is_not_sent_and_bounces_with_5_3_4() {
     assert!(sink.transactions().is_empty());
 
     // A message under the limit goes through, announcing its size.
-    submit(
-        &srv,
-        "app@local.test",
-        &["u@example.test"],
-        &message("small"),
-    );
+    srv.submit("app@local.test", &["u@example.test"], &message("small"));
     let got = sink.wait_messages(1);
     assert_eq!(got.len(), 1, "{}", srv.log_text());
     assert!(got[0].mail_from.contains(" SIZE="), "{}", got[0].mail_from);
@@ -913,13 +704,8 @@ fn eight_bit_body_to_a_server_without_8bitmime_bounces_with_5_6_3() {
         .ehlo_extensions(["PIPELINING", "SIZE 10485760", "ENHANCEDSTATUSCODES", "DSN"])
         .start();
     let srv = via_smart_host(sink.addr.port()).start();
-    submit_raw(
-        &srv,
-        "<app@local.test> BODY=8BITMIME",
-        &["<u@example.test>"],
-        "Subject: 8bit\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\ncafé crème",
-    );
-    let reports = drop_texts(&srv, 1);
+    srv.submit_raw("<app@local.test> BODY=8BITMIME", &["<u@example.test>"], "Subject: 8bit\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\ncafé crème");
+    let reports = srv.drop_texts(1);
     assert_eq!(reports.len(), 1, "{}", srv.log_text());
     assert!(
         reports[0].contains(
@@ -928,7 +714,7 @@ fn eight_bit_body_to_a_server_without_8bitmime_bounces_with_5_6_3() {
         "{}",
         reports[0]
     );
-    assert!(wait_queue_empty(&srv));
+    assert!(srv.wait_queue_empty());
     assert!(
         !sink.commands().iter().any(|c| c.starts_with("MAIL")),
         "nothing sent: {:?}",
@@ -940,12 +726,7 @@ fn eight_bit_body_to_a_server_without_8bitmime_bounces_with_5_6_3() {
 fn eight_bit_body_to_a_server_with_8bitmime_goes_with_body_8bitmime() {
     let sink = Sink::start_default();
     let srv = via_smart_host(sink.addr.port()).start();
-    submit_raw(
-        &srv,
-        "<app@local.test> BODY=8BITMIME",
-        &["<u@example.test>"],
-        "Subject: 8bit\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\ncafé crème",
-    );
+    srv.submit_raw("<app@local.test> BODY=8BITMIME", &["<u@example.test>"], "Subject: 8bit\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\ncafé crème");
     let got = sink.wait_messages(1);
     assert_eq!(got.len(), 1, "{}", srv.log_text());
     assert!(
@@ -958,15 +739,14 @@ fn eight_bit_body_to_a_server_with_8bitmime_goes_with_body_8bitmime() {
         "8-bit octets unchanged: {:?}",
         got[0].text()
     );
-    assert!(wait_queue_empty(&srv));
+    assert!(srv.wait_queue_empty());
 }
 
 #[test]
 fn dsn_parameters_are_passed_on_when_the_next_hop_offers_dsn() {
     let sink = Sink::start_default();
     let srv = via_smart_host(sink.addr.port()).start();
-    submit_raw(
-        &srv,
+    srv.submit_raw(
         "<app@local.test> RET=HDRS ENVID=QQ314159",
         &[
             "<u@example.test> NOTIFY=FAILURE,DELAY ORCPT=rfc822;u@example.test",
@@ -992,7 +772,7 @@ fn dsn_parameters_are_passed_on_when_the_next_hop_offers_dsn() {
         v, "<v@example.test>",
         "no parameters the client did not give"
     );
-    assert!(wait_queue_empty(&srv));
+    assert!(srv.wait_queue_empty());
 }
 
 #[test]
@@ -1006,8 +786,7 @@ fn dsn_parameters_are_not_sent_to_a_next_hop_without_dsn() {
         ])
         .start();
     let srv = via_smart_host(sink.addr.port()).start();
-    submit_raw(
-        &srv,
+    srv.submit_raw(
         "<app@local.test> RET=HDRS ENVID=QQ314159",
         &["<u@example.test> NOTIFY=FAILURE,DELAY ORCPT=rfc822;u@example.test"],
         &message("no dsn"),
@@ -1019,7 +798,7 @@ fn dsn_parameters_are_not_sent_to_a_next_hop_without_dsn() {
             assert!(!c.contains(p), "{p} sent without DSN: {c}");
         }
     }
-    assert!(wait_queue_empty(&srv));
+    assert!(srv.wait_queue_empty());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1039,7 +818,7 @@ fn max_recipients_splits_five_recipients_into_three_transactions() {
         &[file],
     );
     let got = sink.wait_messages(3);
-    assert!(wait_queue_empty(&srv), "{}", srv.log_text());
+    assert!(srv.wait_queue_empty(), "{}", srv.log_text());
     assert_eq!(got.len(), 3, "{got:?}\n{}", srv.log_text());
     let mut sizes: Vec<usize> = got.iter().map(|d| d.rcpts.len()).collect();
     sizes.sort();
@@ -1076,15 +855,15 @@ fn five_queued_then_next_hop_up(extra: &[(&str, &str)]) -> (Server, Sink) {
     }
     c.ok("QUIT", 221);
     assert!(
-        wait_until(|| states(&srv).len() == 5),
+        wait_until(|| srv.states().len() == 5),
         "each message tried once and queued: {:?}\n{}",
-        states(&srv),
+        srv.states(),
         srv.log_text()
     );
     let sink = Sink::builder().port(port).start();
     let got = sink.wait_messages(5);
     assert_eq!(got.len(), 5, "{}", srv.log_text());
-    assert!(wait_queue_empty(&srv), "{}", srv.log_text());
+    assert!(srv.wait_queue_empty(), "{}", srv.log_text());
     assert!(sink.wait_idle());
     (srv, sink)
 }
@@ -1114,7 +893,7 @@ fn messages_resumed_at_start_up_share_a_connection() {
         .collect();
     let srv = start_with_queue(via_smart_host(sink.addr.port()), &files);
     assert_eq!(sink.wait_messages(5).len(), 5, "{}", srv.log_text());
-    assert!(wait_queue_empty(&srv));
+    assert!(srv.wait_queue_empty());
     assert!(sink.wait_idle());
     let per = per_connection(&sink.messages());
     assert!(
@@ -1164,7 +943,7 @@ fn max_out_connections_per_domain_is_never_exceeded() {
     }
     c.ok("QUIT", 221);
     assert_eq!(raw.wait_messages(10), 10, "{}", srv.log_text());
-    assert!(wait_queue_empty(&srv));
+    assert!(srv.wait_queue_empty());
     assert_eq!(
         raw.max_open(),
         1,
@@ -1185,11 +964,11 @@ fn masquerade_domain_rewrites_local_senders_only() {
         ("someone@remote.test", "remote"),
     ] {
         let body = format!("From: {from}\r\nSubject: {subject}\r\n\r\nx\r\n");
-        submit(&srv, from, &["u@example.test"], &body);
+        srv.submit(from, &["u@example.test"], &body);
     }
     let got = sink.wait_messages(3);
     assert_eq!(got.len(), 3, "{}", srv.log_text());
-    let by: BTreeMap<String, &Delivered> = got.iter().map(|d| (subject_of(d), d)).collect();
+    let by: BTreeMap<String, &Delivered> = got.iter().map(|d| (d.subject(), d)).collect();
     assert_eq!(by["local"].sender_addr(), "app@masq.test");
     assert_eq!(by["alias"].sender_addr(), "ops@masq.test");
     assert_eq!(by["remote"].sender_addr(), "someone@remote.test");
@@ -1197,5 +976,5 @@ fn masquerade_domain_rewrites_local_senders_only() {
         by["local"].text().contains("\r\nFrom: app@local.test\r\n"),
         "only the envelope changes"
     );
-    assert!(wait_queue_empty(&srv));
+    assert!(srv.wait_queue_empty());
 }

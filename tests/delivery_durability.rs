@@ -1,6 +1,5 @@
 //! Durability of the delivery side, end to end: a SIGKILL in the middle of delivering a queue never
-//! loses a recipient and sends to one at most twice; pickup files in the forms System.Net.Mail writes
-//! reach the next hop with the right envelope and body; the state file records every recipient.
+//! loses a recipient and sends to one at most twice; the state file records every recipient.
 
 mod common;
 use common::sink::{Sink, SinkBuilder};
@@ -8,67 +7,19 @@ use common::*;
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant, SystemTime};
+use std::thread;
+use std::time::{Duration, SystemTime};
+
+use common::acceptor::Acceptor;
 
 /// The bound for waits that span a restart and several deliveries.
 const LONG: Duration = Duration::from_secs(90);
 
-fn wait_for(bound: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let until = Instant::now() + bound;
-    loop {
-        if f() {
-            return true;
-        }
-        if Instant::now() > until {
-            return false;
-        }
-        thread::sleep(Duration::from_millis(5));
-    }
-}
-
-fn files_with_ext(dir: &std::path::Path, ext: &str) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = fs::read_dir(dir)
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|x| x == ext))
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
-}
-
-fn queue_empty(srv: &Server) -> bool {
-    let q = srv.folder("Queue");
-    files_with_ext(&q, "eml").is_empty() && files_with_ext(&q, "sta").is_empty()
-}
-
-fn queue_listing(srv: &Server) -> Vec<String> {
-    fs::read_dir(srv.folder("Queue"))
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name().to_string_lossy().to_string())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// Remote domain sections (lower-case `smtpsvc`: the harness counts `[SmtpSvc/` as virtual servers).
-fn route(domain: &str, port: u16) -> String {
-    format!("[smtpsvc/1/Domain/{domain}]\nSmartHost = [127.0.0.1]:{port}\n")
-}
-
 fn base() -> Builder {
-    Builder::new()
-        .key("SmtpRemoteProgressiveRetry", "1s")
-        .key("RemoteTimeout", "5")
-        .key("PickupSettleTime", "200ms")
+    Builder::new().retrying().key("PickupSettleTime", "200ms")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -79,46 +30,29 @@ fn base() -> Builder {
 struct SlowLink {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
-    accept: Option<JoinHandle<()>>,
+    _acceptor: Acceptor,
 }
 
 impl SlowLink {
     fn start(target: SocketAddr, delay: Duration) -> SlowLink {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the slow link");
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
-        let accept = thread::spawn(move || {
-            while !flag.load(Ordering::SeqCst) {
-                match listener.accept() {
-                    Ok((client, _)) => {
-                        let _ = client.set_nonblocking(false);
-                        let Ok(server) = TcpStream::connect_timeout(&target, WAIT) else {
-                            let _ = client.shutdown(Shutdown::Both);
-                            continue;
-                        };
-                        for (from, to) in [
-                            (client.try_clone(), server.try_clone()),
-                            (server.try_clone(), client.try_clone()),
-                        ] {
-                            if let (Ok(from), Ok(to)) = (from, to) {
-                                let f = flag.clone();
-                                thread::spawn(move || pump(from, to, delay, &f));
-                            }
-                        }
-                    }
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                        thread::sleep(Duration::from_millis(5))
-                    }
-                    Err(_) => thread::sleep(Duration::from_millis(5)),
-                }
-            }
+        let acceptor = Acceptor::start(move |_, client| {
+            let Ok(server) = TcpStream::connect_timeout(&target, WAIT) else {
+                return;
+            };
+            let (Ok(c2), Ok(s2)) = (client.try_clone(), server.try_clone()) else {
+                return;
+            };
+            let f = flag.clone();
+            let back = thread::spawn(move || pump(s2, c2, delay, &f));
+            pump(client, server, delay, &flag);
+            let _ = back.join();
         });
         SlowLink {
-            addr,
+            addr: acceptor.addr,
             stop,
-            accept: Some(accept),
+            _acceptor: acceptor,
         }
     }
 }
@@ -149,10 +83,8 @@ fn pump(mut from: TcpStream, mut to: TcpStream, delay: Duration, stop: &AtomicBo
 
 impl Drop for SlowLink {
     fn drop(&mut self) {
+        // The pumps end within their 100 ms read timeout; then the acceptor stops.
         self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.accept.take() {
-            let _ = t.join();
-        }
     }
 }
 
@@ -171,9 +103,8 @@ fn kill9_during_delivery_delivers_every_recipient_once_or_twice_and_empties_the_
     let link2 = SlowLink::start(sink.addr, Duration::from_millis(25));
     let b = base()
         .key("MaxOutConnectionsPerDomain", "2")
-        .section(&route("one.test", link1.addr.port()))
-        .section(&route("two.test", link2.addr.port()));
-    let ini = b.ini();
+        .route("one.test", link1.addr.port())
+        .route("two.test", link2.addr.port());
     let mut srv = b.start();
 
     // Queue every message first (each gets its 250: mailroot owns it from then on).
@@ -195,7 +126,8 @@ fn kill9_during_delivery_delivers_every_recipient_once_or_twice_and_empties_the_
 
     // Kill once the next hop has seen some of them, well before all.
     assert!(
-        wait_for(WAIT * 2, || sink.messages().len() >= 6),
+        poll_until(WAIT * 2, Duration::from_millis(5), || sink.messages().len()
+            >= 6),
         "deliveries did not start; log:\n{}",
         srv.log_text()
     );
@@ -209,13 +141,11 @@ fn kill9_during_delivery_delivers_every_recipient_once_or_twice_and_empties_the_
     );
     eprintln!("killed with {at_kill} transactions at the sink and {left} message(s) queued");
 
-    let dir = std::mem::replace(&mut srv.dir, TempDir::new("durability-placeholder"));
-    drop(srv);
-    let srv = Server::start_in(dir, &ini);
+    let srv = srv.restart();
     assert!(
-        wait_for(LONG, || queue_empty(&srv)),
+        wait_for(LONG, || srv.queue_empty()),
         "Queue not emptied after the restart: {:?}\nlog:\n{}",
-        queue_listing(&srv),
+        names(&srv.folder("Queue")),
         srv.log_text()
     );
     // Nothing more trickles in after the queue is empty.
@@ -266,119 +196,6 @@ fn kill9_during_delivery_delivers_every_recipient_once_or_twice_and_empties_the_
 }
 
 // ---------------------------------------------------------------------------------------------
-// Pickup files from System.Net.Mail, delivered to the next hop
-// ---------------------------------------------------------------------------------------------
-
-/// The body both forms must arrive with, line by line (a lone "." included).
-const BODY: &str =
-    "Body text\r\n.leading dot\r\n..two dots\r\n.\r\nafter a lone dot\r\nthe end\r\n";
-
-fn pickup_headers() -> &'static str {
-    // What System.Net.Mail writes: envelope lines first (display-name form, To then Cc then Bcc
-    // recipients), then the headers. A Bcc header is added to check it never leaves.
-    "X-Sender: \"App\" <app@contoso.test>\r\n\
-     X-Receiver: to@dest.test\r\n\
-     X-Receiver: \"Copy Person\" <cc@dest.test>\r\n\
-     X-Receiver: hidden@dest.test\r\n\
-     MIME-Version: 1.0\r\n\
-     From: \"App\" <app@contoso.test>\r\n\
-     To: to@dest.test\r\n\
-     Cc: \"Copy Person\" <cc@dest.test>\r\n\
-     Bcc: hidden@dest.test\r\n\
-     Date: 5 Jan 2024 09:03:07 +0100\r\n\
-     Subject: Hello from pickup\r\n\
-     Content-Type: text/plain; charset=us-ascii\r\n\
-     Content-Transfer-Encoding: quoted-printable\r\n\
-     \r\n"
-}
-
-fn pickup_to_sink(unstuff: &str, file_body: &str) {
-    let sink = Sink::start_default();
-    let srv = base()
-        .key("PickupUnstuffDots", unstuff)
-        .section(&route("dest.test", sink.addr.port()))
-        .start();
-    fs::write(
-        srv.folder("Pickup")
-            .join("3f2c1b7e-0000-4000-8000-000000000001.eml"),
-        format!("{}{file_body}", pickup_headers()),
-    )
-    .unwrap();
-    let got = sink.wait_messages(1);
-    assert_eq!(got.len(), 1, "log:\n{}", srv.log_text());
-    assert!(
-        wait_for(WAIT, || queue_empty(&srv)),
-        "{:?}",
-        queue_listing(&srv)
-    );
-    thread::sleep(Duration::from_millis(500));
-    let got = sink.messages();
-    assert_eq!(got.len(), 1, "one transaction for all three: {got:?}");
-    let m = &got[0];
-    assert_eq!(m.sender_addr(), "app@contoso.test", "MAIL FROM");
-    assert_eq!(
-        m.rcpt_addrs(),
-        vec!["to@dest.test", "cc@dest.test", "hidden@dest.test"],
-        "RCPT TO, in X-Receiver order"
-    );
-    let text = m.text();
-    assert!(!m.bare_line_endings, "CRLF only: {text:?}");
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("no header/body separator: {text:?}"));
-    for line in head.split("\r\n") {
-        let l = line.to_ascii_lowercase();
-        assert!(
-            !l.starts_with("x-sender:") && !l.starts_with("x-receiver:") && !l.starts_with("bcc:"),
-            "envelope and Bcc lines must not leave: {line:?} in\n{head}"
-        );
-    }
-    assert!(
-        !text.contains("hidden@dest.test"),
-        "the Bcc recipient is not disclosed: {text}"
-    );
-    assert!(
-        head.starts_with("Received: from mail pickup service by mx.mailroot.test"),
-        "{head}"
-    );
-    for h in [
-        "\r\nFrom: \"App\" <app@contoso.test>\r\n",
-        "\r\nTo: to@dest.test\r\n",
-        "\r\nCc: \"Copy Person\" <cc@dest.test>\r\n",
-        "\r\nSubject: Hello from pickup\r\n",
-        "\r\nContent-Transfer-Encoding: quoted-printable",
-    ] {
-        assert!(format!("{head}\r\n").contains(h), "{h:?} kept in\n{head}");
-    }
-    assert_eq!(
-        body, BODY,
-        "the body lines arrive as the application wrote them"
-    );
-    assert!(
-        wait_for(WAIT, || fs::read_dir(srv.folder("Pickup"))
-            .unwrap()
-            .flatten()
-            .all(|e| e.file_name() == ".gitkeep")),
-        "Pickup emptied"
-    );
-}
-
-#[test]
-fn pickup_file_from_dotnet5_unstuffed_reaches_the_next_hop_intact() {
-    // .NET Core 3.0+ / .NET 5+ write the body as is (no dot-stuffing): PickupUnstuffDots = 0.
-    pickup_to_sink("0", BODY);
-}
-
-#[test]
-fn pickup_file_from_dotnet_framework_dot_stuffed_reaches_the_next_hop_intact() {
-    // .NET Framework writes the pickup file as if on the wire: every line starting with "." has
-    // one more. The default (IIS) rule removes it again.
-    let stuffed =
-        "Body text\r\n..leading dot\r\n...two dots\r\n..\r\nafter a lone dot\r\nthe end\r\n";
-    pickup_to_sink("1", stuffed);
-}
-
-// ---------------------------------------------------------------------------------------------
 // The state file
 // ---------------------------------------------------------------------------------------------
 
@@ -392,7 +209,7 @@ fn state_file_after_a_temporary_failure_lists_each_recipient_with_its_reply() {
     // A long retry interval, so the state stays as the first attempt left it.
     let srv = base()
         .key("SmtpRemoteProgressiveRetry", "60")
-        .section(&route("dest.test", sink.addr.port()))
+        .route("dest.test", sink.addr.port())
         .start();
     let mut c = srv.connect();
     c.hello();
@@ -420,7 +237,7 @@ fn state_file_after_a_temporary_failure_lists_each_recipient_with_its_reply() {
             text.contains("attempts: 1")
         }),
         "no state file after the first attempt: {:?}\nlog:\n{}",
-        queue_listing(&srv),
+        names(&srv.folder("Queue")),
         srv.log_text()
     );
     let eml = srv.files("Queue");

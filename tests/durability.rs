@@ -7,55 +7,12 @@ mod common;
 use common::*;
 
 use std::fs;
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const FQDN: &str = "mx.mailroot.test";
 const STORAGE: &str = "452 4.3.1 Insufficient system storage";
-
-/// Polls `cond` until it holds; false if it never did within [`WAIT`].
-fn eventually(mut cond: impl FnMut() -> bool) -> bool {
-    let until = Instant::now() + WAIT;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() > until {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Every entry of a folder (files and folders, any name).
-fn entries(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = fs::read_dir(dir)
-        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
-        .unwrap_or_default();
-    v.sort();
-    v
-}
-
-/// The queue id of `250 2.6.0 <id@fqdn> Queued mail for delivery`.
-fn queued_id(line: &str) -> String {
-    let rest = line
-        .strip_prefix("250 2.6.0 <")
-        .unwrap_or_else(|| panic!("not a queued reply: {line:?}"));
-    let (id, tail) = rest
-        .split_once(&format!("@{FQDN}> "))
-        .unwrap_or_else(|| panic!("no <id@{FQDN}> in {line:?}"));
-    assert_eq!(tail, "Queued mail for delivery", "{line:?}");
-    assert!(
-        id.len() == 23
-            && id
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b)),
-        "{line:?}"
-    );
-    id.to_string()
-}
 
 /// A deterministic message of about `size` bytes: headers (with a Message-ID, so the server inserts
 /// none), a blank line and a body of varied text lines, none starting with a dot.
@@ -157,7 +114,7 @@ fn message_is_complete_on_disk_when_250_arrives_kill9() {
         c.send(b"\r\n.\r\n");
         let r = c.reply();
         srv.kill9(); // the instant the reply is in
-        let id = queued_id(&r.last());
+        let id = queued_id(&r, FQDN);
         if local.is_empty() {
             assert!(srv.files("Drop").is_empty());
         } else {
@@ -179,32 +136,12 @@ fn message_is_complete_on_disk_when_250_arrives_kill9() {
     }
 }
 
-/// Reads one reply: (code, last line). None at EOF, on an error or on a cut-off line.
-fn read_reply(r: &mut BufReader<TcpStream>) -> Option<(u16, String)> {
-    loop {
-        let mut raw = Vec::new();
-        match r.read_until(b'\n', &mut raw) {
-            Ok(n) if n > 0 => {}
-            _ => return None,
-        }
-        let line = String::from_utf8(raw).ok()?;
-        let line = line.strip_suffix("\r\n")?;
-        let code: u16 = line.get(..3)?.parse().ok()?;
-        if line.as_bytes().get(3) != Some(&b'-') {
-            return Some((code, line.to_string()));
-        }
-    }
-}
-
 #[test]
 fn pipelined_messages_acknowledged_before_kill9_are_complete() {
     const N: usize = 8;
     for round in 0..3usize {
         let mut srv = Builder::new().start();
-        let stream = TcpStream::connect_timeout(&srv.addr(), WAIT).expect("connect");
-        stream.set_read_timeout(Some(WAIT)).unwrap();
-        stream.set_write_timeout(Some(WAIT)).unwrap();
-        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut c = srv.connect();
         let msgs: Vec<String> = (0..N)
             .map(|k| big_message(&format!("pipe{round}-{k}"), 150_000 + k * 20_000))
             .collect();
@@ -218,34 +155,32 @@ fn pipelined_messages_acknowledged_before_kill9_are_complete() {
             all.extend_from_slice(b"\r\n.\r\n");
         }
         // One writer streams every transaction back to back; this thread reads the replies.
-        let mut w = stream.try_clone().unwrap();
+        let mut w = c.stream.try_clone().unwrap();
         let writer = std::thread::spawn(move || {
             let _ = w.write_all(&all);
         });
 
         let kill_after = 1 + round * 2; // after the 1st, 3rd, 5th acknowledgement
         let mut acked: Vec<(usize, String)> = Vec::new();
-        let (code, _) = read_reply(&mut reader).expect("banner");
-        assert_eq!(code, 220);
-        let (code, _) = read_reply(&mut reader).expect("EHLO reply");
-        assert_eq!(code, 250);
+        assert_eq!(c.read_reply().expect("banner").code, 220);
+        assert_eq!(c.read_reply().expect("EHLO reply").code, 250);
         'messages: for k in 0..N {
             for want in [250, 250, 354] {
-                let Some((code, line)) = read_reply(&mut reader) else {
+                let Ok(r) = c.read_reply() else {
                     break 'messages;
                 };
-                assert_eq!(code, want, "message {k}: {line}");
+                assert_eq!(r.code, want, "message {k}: {r:?}");
             }
-            let Some((_, line)) = read_reply(&mut reader) else {
+            let Ok(r) = c.read_reply() else {
                 break;
             };
-            acked.push((k, queued_id(&line)));
+            acked.push((k, queued_id(&r, FQDN)));
             if acked.len() == kill_after {
                 srv.kill9();
             }
         }
         assert!(acked.len() >= kill_after, "round {round}: {acked:?}");
-        let _ = stream.shutdown(std::net::Shutdown::Both);
+        let _ = c.stream.shutdown(std::net::Shutdown::Both);
         writer.join().unwrap();
 
         // Every acknowledged message is complete, under the id its 250 named.
@@ -277,10 +212,7 @@ fn pipelined_messages_acknowledged_before_kill9_are_complete() {
             .into_iter()
             .filter(|p| p.extension().is_some_and(|e| e == "tmp"))
             .collect();
-        let ini = Builder::new().ini();
-        let dir = std::mem::replace(&mut srv.dir, TempDir::new("spare"));
-        drop(srv);
-        let srv = Server::start_in(dir, &ini);
+        let srv = srv.restart();
         assert_eq!(srv.files("Drop"), drop_files, "round {round}");
         let left = entries(&srv.folder("SortTemp"));
         assert!(left.is_empty(), "round {round}: not cleaned: {left:?}");
@@ -315,23 +247,11 @@ fn concurrent_sessions_acknowledged_before_kill9_are_complete() {
         .map(|s| {
             let acked = acked.clone();
             std::thread::spawn(move || {
-                let Ok(stream) = TcpStream::connect_timeout(&addr, WAIT) else {
+                let Ok(mut c) = Dial::new().plain(addr) else {
                     return;
                 };
-                stream.set_read_timeout(Some(WAIT)).unwrap();
-                let mut w = stream.try_clone().unwrap();
-                let mut r = BufReader::new(stream);
-                let mut say = |line: &str, want: u16, r: &mut BufReader<TcpStream>| {
-                    if w.write_all(line.as_bytes()).is_err() {
-                        return None;
-                    }
-                    match read_reply(r) {
-                        Some((code, l)) if code == want => Some(l),
-                        _ => None,
-                    }
-                };
-                if read_reply(&mut r).map(|x| x.0) != Some(220)
-                    || say("EHLO client.test\r\n", 250, &mut r).is_none()
+                if c.check_reply("greeting", 220).is_err()
+                    || c.check("EHLO client.test", 250).is_err()
                 {
                     return;
                 }
@@ -339,13 +259,15 @@ fn concurrent_sessions_acknowledged_before_kill9_are_complete() {
                     let tag = format!("c{s}-{k}");
                     let msg = big_message(&tag, 2_000 + (s * 7 + k * 13) % 5_000);
                     let data = format!("{msg}\r\n.\r\n");
-                    let ok = say("MAIL FROM:<s@example.test>\r\n", 250, &mut r)
-                        .and_then(|_| say(&format!("RCPT TO:<{tag}@local.test>\r\n"), 250, &mut r))
-                        .and_then(|_| say("DATA\r\n", 354, &mut r))
-                        .and_then(|_| say(&data, 250, &mut r));
+                    let ok = c
+                        .check("MAIL FROM:<s@example.test>", 250)
+                        .and_then(|_| c.check(&format!("RCPT TO:<{tag}@local.test>"), 250))
+                        .and_then(|_| c.check("DATA", 354))
+                        .and_then(|_| c.try_send(data.as_bytes()))
+                        .and_then(|_| c.check_reply("end of data", 250));
                     match ok {
-                        Some(line) => acked.lock().unwrap().push((queued_id(&line), tag)),
-                        None => return, // killed
+                        Ok(r) => acked.lock().unwrap().push((queued_id(&r, FQDN), tag)),
+                        Err(_) => return, // killed
                     }
                 }
             })
@@ -353,7 +275,7 @@ fn concurrent_sessions_acknowledged_before_kill9_are_complete() {
         .collect();
     // Kill once a fair share of the traffic is acknowledged, with sessions still mid-message.
     assert!(
-        eventually(|| acked.lock().unwrap().len() >= SESSIONS * PER_SESSION / 3),
+        wait_until(|| acked.lock().unwrap().len() >= SESSIONS * PER_SESSION / 3),
         "only {} messages acknowledged",
         acked.lock().unwrap().len()
     );
@@ -481,7 +403,7 @@ fn sort_temp_that_is_not_a_folder_gets_452() {
     assert!(srv.files("Queue").is_empty());
     assert_eq!(fs::read(&sort_temp).unwrap(), b"not a folder");
     assert!(
-        eventually(|| srv.log_text().contains("SortTemp")),
+        wait_until(|| srv.log_text().contains("SortTemp")),
         "the failure is not in the log:\n{}",
         srv.log_text()
     );
@@ -497,7 +419,7 @@ fn sort_temp_that_is_not_a_folder_gets_452() {
     c.send(msg.as_bytes());
     c.send(b"\r\n.\r\n");
     let r = c.reply();
-    let id = queued_id(&r.last());
+    let id = queued_id(&r, FQDN);
     c.ok("QUIT", 221);
     assert_complete(
         &committed(&srv, "Drop", &id),
@@ -555,7 +477,7 @@ fn failed_commit_gets_452_and_leaves_nothing() {
     c.ok("DATA", 354);
     c.send(msg.as_bytes());
     c.send(b"\r\n.\r\n");
-    let id = queued_id(&c.reply().last());
+    let id = queued_id(&c.reply(), FQDN);
     assert_complete(
         &committed(&srv, "Queue", &id),
         "a@b.test",
@@ -623,7 +545,7 @@ fn client_leaving_mid_message_leaves_nothing() {
         }
         // The message file is open in SortTemp now.
         assert!(
-            eventually(|| !entries(&sort_temp).is_empty()),
+            wait_until(|| !entries(&sort_temp).is_empty()),
             "{how:?}: no file in SortTemp while the message is coming in"
         );
         if let Leave::Reset = how {
@@ -633,7 +555,7 @@ fn client_leaving_mid_message_leaves_nothing() {
         }
         drop(c);
         assert!(
-            eventually(|| entries(&sort_temp).is_empty()),
+            wait_until(|| entries(&sort_temp).is_empty()),
             "{how:?}: left behind in SortTemp: {:?}",
             entries(&sort_temp)
         );

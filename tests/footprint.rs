@@ -7,12 +7,11 @@ use common::sink::Sink;
 use common::*;
 
 use std::fs;
-use std::process::{Command, Stdio};
 
 /// The names of the server's threads (Linux: /proc/PID/task/*/comm).
 #[cfg(target_os = "linux")]
 fn threads(srv: &Server) -> Vec<String> {
-    let pid = srv.child.as_ref().expect("running").id();
+    let pid = srv.pid().expect("running");
     let mut names: Vec<String> = fs::read_dir(format!("/proc/{pid}/task"))
         .expect("the server's task list")
         .filter_map(|t| t.ok())
@@ -69,25 +68,13 @@ fn an_outbound_ca_file_without_certificates_stops_start_up() {
         .ini();
     let conf = dir.path().join("smtpsvc.ini");
     fs::write(&conf, ini).unwrap();
-    let mut child = Command::new(bin())
-        .arg("serve")
-        .arg("--config")
-        .arg(&conf)
-        .current_dir(dir.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start mailroot");
-    let mut err = child.stderr.take().expect("stderr");
-    let reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = std::io::Read::read_to_string(&mut err, &mut s);
-        s
-    });
-    let status = wait_exit(&mut child);
-    let text = reader.join().unwrap();
-    assert!(!status.success(), "started on a bad CA file:\n{text}");
+    let run = run_bin(
+        &["serve", "--config", &conf.to_string_lossy()],
+        Some(dir.path()),
+        None,
+    );
+    let text = run.stderr;
+    assert!(!run.status.success(), "started on a bad CA file:\n{text}");
     assert!(
         text.contains("OutboundTlsCaFile") && text.contains("no certificate"),
         "{text}"

@@ -12,11 +12,6 @@ use std::time::{Duration, Instant};
 
 const TOO_BIG: &str = "552 5.3.4 Message size exceeds fixed maximum message size";
 
-fn expect(c: &mut Client, line: &str, want: &str) {
-    let r = c.cmd(line);
-    assert_eq!(r.last(), want, "{line:?} -> {r:?}");
-}
-
 /// A message of exactly `size` octets as the SIZE extension counts them (CRLF line endings, the
 /// terminating ".\r\n" excluded), as `send_mail` sends it (it appends "\r\n.\r\n").
 fn body_of_size(size: usize) -> String {
@@ -55,16 +50,11 @@ fn size_parameter_over_the_limit_is_refused_at_mail() {
     c.reply();
     let ehlo = c.ok("EHLO client.test", 250);
     assert!(ehlo.lines.contains(&"SIZE 1000".to_string()), "{ehlo:?}");
-    expect(&mut c, "MAIL FROM:<a@b.test> SIZE=1001", TOO_BIG);
-    expect(&mut c, "MAIL FROM:<a@b.test> SIZE=99999999999", TOO_BIG);
+    c.expect("MAIL FROM:<a@b.test> SIZE=1001", TOO_BIG);
+    c.expect("MAIL FROM:<a@b.test> SIZE=99999999999", TOO_BIG);
     // No transaction was opened.
-    expect(
-        &mut c,
-        "RCPT TO:<u@local.test>",
-        "503 5.5.1 Need mail command",
-    );
-    expect(
-        &mut c,
+    c.expect("RCPT TO:<u@local.test>", "503 5.5.1 Need mail command");
+    c.expect(
         "MAIL FROM:<a@b.test> SIZE=1000",
         "250 2.1.0 a@b.test....Sender OK",
     );
@@ -79,8 +69,8 @@ fn message_over_the_limit_is_refused_after_the_data() {
     let r = c.send_mail("a@b.test", &["u@local.test"], &body_of_size(5000));
     assert_eq!(r.last(), TOO_BIG);
     // The session is still in step.
-    expect(&mut c, "RSET", "250 2.0.0 Resetting");
-    expect(&mut c, "NOOP", "250 2.0.0 OK");
+    c.expect("RSET", "250 2.0.0 Resetting");
+    c.expect("NOOP", "250 2.0.0 OK");
     let r = c.send_mail("a@b.test", &["small@local.test"], &message("small"));
     assert_eq!(r.code, 250, "{r:?}");
     c.ok("QUIT", 221);
@@ -145,18 +135,10 @@ fn max_recipients() {
     c.hello();
     c.ok("MAIL FROM:<a@b.test>", 250);
     for r in ["r1@local.test", "r2@local.test", "r3@local.test"] {
-        expect(&mut c, &format!("RCPT TO:<{r}>"), &format!("250 2.1.5 {r}"));
+        c.expect(&format!("RCPT TO:<{r}>"), &format!("250 2.1.5 {r}"));
     }
-    expect(
-        &mut c,
-        "RCPT TO:<r4@local.test>",
-        "452 4.5.3 Too many recipients",
-    );
-    expect(
-        &mut c,
-        "RCPT TO:<r5@remote.test>",
-        "452 4.5.3 Too many recipients",
-    );
+    c.expect("RCPT TO:<r4@local.test>", "452 4.5.3 Too many recipients");
+    c.expect("RCPT TO:<r5@remote.test>", "452 4.5.3 Too many recipients");
     c.ok("DATA", 354);
     c.send(message("three").as_bytes());
     c.send(b"\r\n.\r\n");
@@ -179,13 +161,9 @@ fn max_smtp_errors_closes_the_session() {
     let srv = Builder::new().key("MaxSmtpErrors", "3").start();
     let mut c = srv.connect();
     c.hello();
-    expect(&mut c, "BOGUS", "500 5.5.1 Unrecognized command");
-    expect(&mut c, "NOOP", "250 2.0.0 OK");
-    expect(
-        &mut c,
-        "RCPT TO:<u@local.test>",
-        "503 5.5.1 Need mail command",
-    );
+    c.expect("BOGUS", "500 5.5.1 Unrecognized command");
+    c.expect("NOOP", "250 2.0.0 OK");
+    c.expect("RCPT TO:<u@local.test>", "503 5.5.1 Need mail command");
     c.send(b"ALSO BOGUS\r\n");
     let rest = replies_until_close(&mut c);
     let lines: Vec<String> = rest.iter().map(Reply::last).collect();
@@ -234,17 +212,17 @@ fn command_line_over_512_octets() {
     // 512 octets with the CRLF: the most a command line may have.
     let max = format!("NOOP {}", "x".repeat(512 - 2 - 5));
     assert_eq!(max.len() + 2, 512);
-    expect(&mut c, &max, "250 2.0.0 OK");
+    c.expect(&max, "250 2.0.0 OK");
     let over = format!("NOOP {}", "x".repeat(512 - 2 - 5 + 1));
-    expect(&mut c, &over, "500 5.5.2 Line too long");
+    c.expect(&over, "500 5.5.2 Line too long");
     // A long line that ends with what looks like a command: it is all one line and all dropped.
     let trick = format!("NOOP {}QUIT", "x".repeat(2000));
-    expect(&mut c, &trick, "500 5.5.2 Line too long");
-    expect(&mut c, "NOOP", "250 2.0.0 OK");
+    c.expect(&trick, "500 5.5.2 Line too long");
+    c.expect("NOOP", "250 2.0.0 OK");
     c.ok("MAIL FROM:<a@b.test>", 250);
     let long_rcpt = format!("RCPT TO:<{}@local.test>", "u".repeat(600));
-    expect(&mut c, &long_rcpt, "500 5.5.2 Line too long");
-    expect(&mut c, "RCPT TO:<u@local.test>", "250 2.1.5 u@local.test");
+    c.expect(&long_rcpt, "500 5.5.2 Line too long");
+    c.expect("RCPT TO:<u@local.test>", "250 2.1.5 u@local.test");
     c.ok("DATA", 354);
     c.send(message("after long lines").as_bytes());
     c.send(b"\r\n.\r\n");
@@ -348,8 +326,8 @@ fn max_connections() {
         "421 4.3.2 Too many connections, try again later"
     );
     // The first two are unaffected.
-    expect(&mut a, "NOOP", "250 2.0.0 OK");
-    expect(&mut b, "NOOP", "250 2.0.0 OK");
+    a.expect("NOOP", "250 2.0.0 OK");
+    b.expect("NOOP", "250 2.0.0 OK");
     // When one leaves, its slot is free again (the slot is given back just after the close, so
     // allow a few attempts).
     a.ok("QUIT", 221);
@@ -359,7 +337,7 @@ fn max_connections() {
         let mut n = srv.connect();
         let r = n.reply();
         if r.code == 220 {
-            expect(&mut n, "NOOP", "250 2.0.0 OK");
+            n.expect("NOOP", "250 2.0.0 OK");
             break;
         }
         assert_eq!(r.last(), "421 4.3.2 Too many connections, try again later");

@@ -6,12 +6,12 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::{Ipv4Addr, TcpStream};
 use std::sync::{Arc, Mutex};
-use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::thread;
+use std::time::Duration;
 
+use common::acceptor::Acceptor;
 use common::sink::{AuthAttempt, Sink, SinkBuilder, TestCa, TlsCert};
 use common::*;
 use rustls::{ServerConfig, ServerConnection, StreamOwned};
@@ -23,17 +23,11 @@ const PASS: &str = "s3cret!";
 // Helpers
 // ---------------------------------------------------------------------------------------------
 
-fn base() -> Builder {
-    Builder::new()
-        .key("SmtpRemoteProgressiveRetry", "1s")
-        .key("RemoteTimeout", "5")
-}
-
 /// Every remote recipient to `[127.0.0.1]:<port>` with OutboundTls = `tls`.
 fn to_smart_host(port: u16, tls: &str) -> Builder {
-    base()
-        .key("SmartHost", &format!("[127.0.0.1]:{port}"))
-        .key("SmartHostType", "2")
+    Builder::new()
+        .retrying()
+        .smart_host(port)
         .key("OutboundTls", tls)
 }
 
@@ -44,45 +38,6 @@ fn trusting(ca: &TestCa, port: u16, tls: &str) -> Builder {
 
 fn with_credentials(b: Builder, user: &str, pass: &str) -> Builder {
     b.key("RouteUserName", user).key("RoutePassword", pass)
-}
-
-fn submit(srv: &Server, rcpts: &[&str], subject: &str) {
-    let mut c = srv.connect();
-    c.hello();
-    let r = c.send_mail("app@local.test", rcpts, &message(subject));
-    assert_eq!(r.code, 250, "{r:?}");
-    c.ok("QUIT", 221);
-}
-
-fn wait_until(mut f: impl FnMut() -> bool) -> bool {
-    let until = Instant::now() + WAIT;
-    loop {
-        if f() {
-            return true;
-        }
-        if Instant::now() > until {
-            return false;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn states(srv: &Server) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(srv.folder("Queue"))
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|x| x == "sta"))
-                .filter_map(|p| std::fs::read_to_string(p).ok())
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
-}
-
-fn wait_queue_empty(srv: &Server) -> bool {
-    wait_until(|| srv.files("Queue").is_empty() && states(srv).is_empty())
 }
 
 /// Waits until `rcpt` has been tried `attempts` times and is still pending with a 4xx reason;
@@ -97,9 +52,9 @@ fn assert_stays_queued(srv: &Server, rcpt: &str, attempts: u32) -> String {
                 .is_some_and(|n| n >= attempts)
     };
     assert!(
-        wait_until(|| states(srv).iter().any(enough)),
+        wait_until(|| srv.states().iter().any(enough)),
         "{rcpt} pending with a 4xx reason after {attempts} attempt(s): {:?}\n{}",
-        states(srv),
+        srv.states(),
         srv.log_text()
     );
     assert_eq!(srv.files("Queue").len(), 1, "the message stays queued");
@@ -107,7 +62,7 @@ fn assert_stays_queued(srv: &Server, rcpt: &str, attempts: u32) -> String {
         srv.files("Drop").is_empty(),
         "no report for a temporary failure"
     );
-    states(srv).into_iter().find(enough).unwrap()
+    srv.states().into_iter().find(enough).unwrap()
 }
 
 fn no_mail_command(cmds: &[String]) -> bool {
@@ -129,7 +84,11 @@ fn opportunistic_uses_starttls_even_with_an_untrusted_certificate() {
     let ca = TestCa::new();
     let sink = Sink::builder().starttls(ca.untrusted_leaf()).start();
     let srv = to_smart_host(sink.addr.port(), "opportunistic").start();
-    submit(&srv, &["u@example.test"], "opportunistic");
+    srv.submit(
+        "app@local.test",
+        &["u@example.test"],
+        &message("opportunistic"),
+    );
     let got = sink.wait_messages(1);
     assert_eq!(got.len(), 1, "{}", srv.log_text());
     assert!(got[0].tls, "encrypted: {:?}", got[0]);
@@ -138,18 +97,22 @@ fn opportunistic_uses_starttls_even_with_an_untrusted_certificate() {
         got[0].ehlo && got[0].helo == "mx.mailroot.test",
         "EHLO again inside TLS"
     );
-    assert!(wait_queue_empty(&srv));
+    assert!(srv.wait_queue_empty());
 }
 
 #[test]
 fn opportunistic_is_the_default() {
     let ca = TestCa::new();
     let sink = Sink::builder().starttls(ca.untrusted_leaf()).start();
-    let srv = base()
-        .key("SmartHost", &format!("[127.0.0.1]:{}", sink.addr.port()))
-        .key("SmartHostType", "2")
+    let srv = Builder::new()
+        .retrying()
+        .smart_host(sink.addr.port())
         .start();
-    submit(&srv, &["u@example.test"], "default policy");
+    srv.submit(
+        "app@local.test",
+        &["u@example.test"],
+        &message("default policy"),
+    );
     let got = sink.wait_messages(1);
     assert_eq!(got.len(), 1, "{}", srv.log_text());
     assert!(got[0].tls);
@@ -159,12 +122,12 @@ fn opportunistic_is_the_default() {
 fn opportunistic_without_starttls_delivers_in_plaintext() {
     let sink = Sink::start_default();
     let srv = to_smart_host(sink.addr.port(), "opportunistic").start();
-    submit(&srv, &["u@example.test"], "plaintext");
+    srv.submit("app@local.test", &["u@example.test"], &message("plaintext"));
     let got = sink.wait_messages(1);
     assert_eq!(got.len(), 1, "{}", srv.log_text());
     assert!(!got[0].tls);
     assert!(!sink.commands().iter().any(|c| c == "STARTTLS"));
-    assert!(wait_queue_empty(&srv));
+    assert!(srv.wait_queue_empty());
 }
 
 #[test]
@@ -172,7 +135,7 @@ fn none_never_uses_starttls() {
     let ca = TestCa::new();
     let sink = Sink::builder().starttls(ca.leaf()).start();
     let srv = to_smart_host(sink.addr.port(), "none").start();
-    submit(&srv, &["u@example.test"], "no tls");
+    srv.submit("app@local.test", &["u@example.test"], &message("no tls"));
     let got = sink.wait_messages(1);
     assert_eq!(got.len(), 1, "{}", srv.log_text());
     assert!(!got[0].tls);
@@ -188,13 +151,13 @@ fn required_with_a_trusted_certificate_delivers_over_tls() {
     let ca = TestCa::new();
     let sink = Sink::builder().starttls(ca.leaf()).require_tls().start();
     let srv = trusting(&ca, sink.addr.port(), "required").start();
-    submit(&srv, &["u@example.test"], "required");
+    srv.submit("app@local.test", &["u@example.test"], &message("required"));
     let got = sink.wait_messages(1);
     assert_eq!(got.len(), 1, "{}", srv.log_text());
     assert!(got[0].tls);
     assert!(tls12_or_13(&got[0].tls_version), "{:?}", got[0].tls_version);
     assert!(sink.tls_errors().is_empty(), "{:?}", sink.tls_errors());
-    assert!(wait_queue_empty(&srv));
+    assert!(srv.wait_queue_empty());
 }
 
 #[test]
@@ -202,7 +165,7 @@ fn required_works_with_a_tls12_only_next_hop() {
     let ca = TestCa::new();
     let sink = Sink::builder().starttls(ca.leaf()).tls12_only().start();
     let srv = trusting(&ca, sink.addr.port(), "required").start();
-    submit(&srv, &["u@example.test"], "tls 1.2");
+    srv.submit("app@local.test", &["u@example.test"], &message("tls 1.2"));
     let got = sink.wait_messages(1);
     assert_eq!(got.len(), 1, "{}", srv.log_text());
     assert_eq!(got[0].tls_version.as_deref(), Some("TLSv1_2"));
@@ -219,13 +182,14 @@ fn required_verifies_the_mx_host_name() {
         .bind("127.0.0.2")
         .starttls(ca.leaf_for(&["mx1.secure.test"]))
         .start();
-    let srv = base()
+    let srv = Builder::new()
+        .retrying()
         .key("DnsServers", &dns.addr.to_string())
         .key("RemoteSmtpPort", &sink.addr.port().to_string())
         .key("OutboundTls", "required")
         .key("OutboundTlsCaFile", &ca.ca_pem_path().to_string_lossy())
         .start();
-    submit(&srv, &["u@secure.test"], "mx name");
+    srv.submit("app@local.test", &["u@secure.test"], &message("mx name"));
     let got = sink.wait_messages(1);
     assert_eq!(got.len(), 1, "{}", srv.log_text());
     assert!(got[0].tls);
@@ -240,7 +204,11 @@ fn required_verifies_the_mx_host_name() {
 fn required_fails_with(sink: SinkBuilder, ca: &TestCa) -> (Server, Sink) {
     let sink = sink.start();
     let srv = trusting(ca, sink.addr.port(), "required").start();
-    submit(&srv, &["u@example.test"], "must be encrypted");
+    srv.submit(
+        "app@local.test",
+        &["u@example.test"],
+        &message("must be encrypted"),
+    );
     assert_stays_queued(&srv, "u@example.test", 2);
     assert!(sink.messages().is_empty());
     assert!(
@@ -263,7 +231,7 @@ fn required_with_an_untrusted_certificate_stays_queued_then_goes_to_a_good_host(
     let got = good.wait_messages(1);
     assert_eq!(got.len(), 1, "{}", srv.log_text());
     assert!(got[0].tls);
-    assert!(wait_queue_empty(&srv), "{}", srv.log_text());
+    assert!(srv.wait_queue_empty(), "{}", srv.log_text());
     assert!(srv.files("Drop").is_empty());
 }
 
@@ -309,7 +277,7 @@ fn implicit_tls_with_the_test_ca_delivers() {
     let ca = TestCa::new();
     let sink = Sink::builder().implicit_tls(ca.leaf()).start();
     let srv = trusting(&ca, sink.addr.port(), "implicit").start();
-    submit(&srv, &["u@example.test"], "implicit");
+    srv.submit("app@local.test", &["u@example.test"], &message("implicit"));
     let got = sink.wait_messages(1);
     assert_eq!(got.len(), 1, "{}", srv.log_text());
     assert!(
@@ -318,7 +286,7 @@ fn implicit_tls_with_the_test_ca_delivers() {
         got[0]
     );
     assert!(!sink.commands().iter().any(|c| c == "STARTTLS"));
-    assert!(wait_queue_empty(&srv));
+    assert!(srv.wait_queue_empty());
 }
 
 #[test]
@@ -326,7 +294,11 @@ fn implicit_tls_verifies_the_certificate() {
     let ca = TestCa::new();
     let sink = Sink::builder().implicit_tls(ca.untrusted_leaf()).start();
     let srv = trusting(&ca, sink.addr.port(), "implicit").start();
-    submit(&srv, &["u@example.test"], "implicit untrusted");
+    srv.submit(
+        "app@local.test",
+        &["u@example.test"],
+        &message("implicit untrusted"),
+    );
     assert_stays_queued(&srv, "u@example.test", 1);
     assert!(sink.messages().is_empty());
     assert!(no_mail_command(&sink.commands()), "{:?}", sink.commands());
@@ -352,7 +324,7 @@ fn auth_login_at_a_microsoft_365_like_smart_host() {
     let ca = TestCa::new();
     let sink = m365(&ca, PASS).start();
     let srv = with_credentials(trusting(&ca, sink.addr.port(), "required"), USER, PASS).start();
-    submit(&srv, &["u@example.test"], "via 365");
+    srv.submit("app@local.test", &["u@example.test"], &message("via 365"));
     let got = sink.wait_messages(1);
     assert_eq!(got.len(), 1, "{}", srv.log_text());
     assert_eq!(
@@ -365,7 +337,7 @@ fn auth_login_at_a_microsoft_365_like_smart_host() {
         }]
     );
     assert!(got[0].tls && got[0].auth_user.as_deref() == Some(USER));
-    assert!(wait_queue_empty(&srv));
+    assert!(srv.wait_queue_empty());
 }
 
 #[test]
@@ -377,7 +349,7 @@ fn auth_plain_is_used_when_offered() {
         .require_auth()
         .start();
     let srv = with_credentials(trusting(&ca, sink.addr.port(), "required"), USER, PASS).start();
-    submit(&srv, &["u@example.test"], "plain");
+    srv.submit("app@local.test", &["u@example.test"], &message("plain"));
     let got = sink.wait_messages(1);
     assert_eq!(got.len(), 1, "{}", srv.log_text());
     let a = sink.auth_attempts();
@@ -396,7 +368,7 @@ fn a_wrong_password_keeps_the_mail_queued() {
         "wrong password",
     )
     .start();
-    submit(&srv, &["u@example.test"], "bad login");
+    srv.submit("app@local.test", &["u@example.test"], &message("bad login"));
     assert_stays_queued(&srv, "u@example.test", 1);
     let a = sink.auth_attempts();
     assert!(!a.is_empty() && a.iter().all(|x| !x.success), "{a:?}");
@@ -412,7 +384,11 @@ fn credentials_are_never_sent_without_tls() {
         .start();
     let srv =
         with_credentials(to_smart_host(sink.addr.port(), "opportunistic"), USER, PASS).start();
-    submit(&srv, &["u@example.test"], "no tls no auth");
+    srv.submit(
+        "app@local.test",
+        &["u@example.test"],
+        &message("no tls no auth"),
+    );
     assert_stays_queued(&srv, "u@example.test", 2);
     assert!(
         sink.auth_attempts().is_empty(),
@@ -439,7 +415,11 @@ fn outbound_auth_allow_plaintext_sends_credentials_without_tls() {
     let srv = with_credentials(to_smart_host(sink.addr.port(), "opportunistic"), USER, PASS)
         .key("OutboundAuthAllowPlaintext", "1")
         .start();
-    submit(&srv, &["u@example.test"], "plaintext auth");
+    srv.submit(
+        "app@local.test",
+        &["u@example.test"],
+        &message("plaintext auth"),
+    );
     let got = sink.wait_messages(1);
     assert_eq!(got.len(), 1, "{}", srv.log_text());
     assert!(!got[0].tls && got[0].auth_user.as_deref() == Some(USER));
@@ -465,7 +445,11 @@ fn a_domain_section_has_its_own_credentials_and_tls_policy() {
             secure.addr.port()
         ))
         .start();
-    submit(&srv, &["u@secure.test", "v@other.test"], "two policies");
+    srv.submit(
+        "app@local.test",
+        &["u@secure.test", "v@other.test"],
+        &message("two policies"),
+    );
     let got = secure.wait_messages(1);
     assert_eq!(got.len(), 1, "{}", srv.log_text());
     assert_eq!(got[0].rcpt_addrs(), ["u@secure.test"]);
@@ -483,7 +467,7 @@ fn a_domain_section_has_its_own_credentials_and_tls_policy() {
         plain.commands()
     );
     assert!(plain.auth_attempts().is_empty());
-    assert!(wait_queue_empty(&srv));
+    assert!(srv.wait_queue_empty());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -504,54 +488,26 @@ enum Injection {
 /// client goes on with a TLS handshake it gets one, and every command it sends (plain or inside
 /// TLS) is recorded, so a client that did not drop the session shows up with a MAIL command.
 struct Injector {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
+    acceptor: Acceptor,
     commands: Arc<Mutex<Vec<String>>>,
     messages: Arc<Mutex<usize>>,
-    streams: Arc<Mutex<Vec<TcpStream>>>,
-    accept: Option<JoinHandle<()>>,
 }
 
 impl Injector {
     fn start(cert: &TlsCert, mode: Injection) -> Injector {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
         let config = cert.server_config(false);
-        let stop = Arc::new(AtomicBool::new(false));
         let commands: Arc<Mutex<Vec<String>>> = Arc::default();
         let messages: Arc<Mutex<usize>> = Arc::default();
-        let streams: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
-        let (s, c, m, st) = (
-            stop.clone(),
-            commands.clone(),
-            messages.clone(),
-            streams.clone(),
-        );
-        let accept = thread::spawn(move || {
-            while !s.load(Ordering::SeqCst) {
-                match listener.accept() {
-                    Ok((stream, _)) => {
-                        let _ = stream.set_nonblocking(false);
-                        let _ = stream.set_read_timeout(Some(WAIT));
-                        let _ = stream.set_nodelay(true);
-                        if let Ok(clone) = stream.try_clone() {
-                            st.lock().unwrap().push(clone);
-                        }
-                        let (c, m, cfg) = (c.clone(), m.clone(), config.clone());
-                        thread::spawn(move || injector_session(stream, cfg, mode, &c, &m));
-                    }
-                    Err(_) => thread::sleep(Duration::from_millis(5)),
-                }
-            }
+        let (c, m) = (commands.clone(), messages.clone());
+        let acceptor = Acceptor::start(move |_, stream| {
+            let _ = stream.set_read_timeout(Some(WAIT));
+            let _ = stream.set_nodelay(true);
+            injector_session(stream, config.clone(), mode, &c, &m);
         });
         Injector {
-            addr,
-            stop,
+            acceptor,
             commands,
             messages,
-            streams,
-            accept: Some(accept),
         }
     }
 
@@ -561,18 +517,6 @@ impl Injector {
 
     fn messages(&self) -> usize {
         *self.messages.lock().unwrap()
-    }
-}
-
-impl Drop for Injector {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(h) = self.accept.take() {
-            let _ = h.join();
-        }
-        for s in self.streams.lock().unwrap().drain(..) {
-            let _ = s.shutdown(Shutdown::Both);
-        }
     }
 }
 
@@ -697,8 +641,8 @@ fn injection_test(mode: Injection) -> (Server, Injector) {
     let ca = TestCa::new();
     let evil = Injector::start(&ca.leaf(), mode);
     // Opportunistic: the (untrusted) certificate is not what stops the session.
-    let srv = to_smart_host(evil.addr.port(), "opportunistic").start();
-    submit(&srv, &["u@example.test"], "injection");
+    let srv = to_smart_host(evil.acceptor.addr.port(), "opportunistic").start();
+    srv.submit("app@local.test", &["u@example.test"], &message("injection"));
     (srv, evil)
 }
 
@@ -719,7 +663,7 @@ fn starttls_server_without_injection_gets_the_mail_inside_tls() {
         "{:?}",
         evil.commands()
     );
-    assert!(wait_queue_empty(&srv));
+    assert!(srv.wait_queue_empty());
 }
 
 fn assert_session_dropped(srv: &Server, evil: &Injector) {

@@ -1,12 +1,14 @@
 //! The Pickup folder end to end: files in the forms applications write are taken, turned into
 //! messages with the right envelope, committed to Drop/Queue, and bad files go to Badmail; a file still
-//! being written is not taken; a crash between claiming and committing loses nothing.
+//! being written is not taken; a crash between claiming and committing loses nothing; files in the
+//! forms System.Net.Mail writes reach the next hop with the right envelope and body.
 
 mod common;
+use common::sink::Sink;
 use common::*;
 use std::fs;
 use std::io::Write;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn server() -> Server {
     Builder::new()
@@ -15,22 +17,9 @@ fn server() -> Server {
         .start()
 }
 
-fn wait_until(mut f: impl FnMut() -> bool) -> bool {
-    let until = Instant::now() + WAIT;
-    while Instant::now() < until {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
-}
-
 fn pickup_leftovers(srv: &Server) -> Vec<String> {
-    fs::read_dir(srv.folder("Pickup"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().to_string())
+    names(&srv.folder("Pickup"))
+        .into_iter()
         .filter(|n| n != ".gitkeep")
         .collect()
 }
@@ -170,12 +159,7 @@ fn bad_files_go_to_badmail_and_do_not_jam_the_folder() {
     .unwrap();
     assert_eq!(srv.wait_files("Drop", 1).len(), 1, "{}", srv.log_text());
     let badmail = srv.folder("Badmail");
-    assert!(wait_until(|| fs::read_dir(&badmail)
-        .unwrap()
-        .flatten()
-        .filter(|e| e.path().extension().is_some_and(|x| x == "bdr"))
-        .count()
-        == 2));
+    assert!(wait_until(|| srv.files_ext("Badmail", "bdr").len() == 2));
     let mut reasons = String::new();
     for e in fs::read_dir(&badmail).unwrap().flatten() {
         let p = e.path();
@@ -208,14 +192,8 @@ fn limits_apply_to_pickup_files() {
     let pickup = srv.folder("Pickup");
     fs::write(pickup.join("many.eml"), "X-Sender: a@local.test\r\nX-Receiver: a1@local.test\r\nX-Receiver: a2@local.test\r\nX-Receiver: a3@local.test\r\n\r\nx\r\n").unwrap();
     fs::write(pickup.join("loop.eml"), "X-Sender: a@local.test\r\nX-Receiver: a1@local.test\r\nReceived: one\r\nReceived: two\r\n\r\nx\r\n").unwrap();
-    let badmail = srv.folder("Badmail");
     assert!(
-        wait_until(|| fs::read_dir(&badmail)
-            .unwrap()
-            .flatten()
-            .filter(|e| e.path().extension().is_some_and(|x| x == "bdr"))
-            .count()
-            == 2),
+        wait_until(|| srv.files_ext("Badmail", "bdr").len() == 2),
         "{}",
         srv.log_text()
     );
@@ -311,17 +289,8 @@ fn hard_links_in_pickup_are_refused() {
     )
     .unwrap();
     fs::hard_link(&outside, srv.folder("Pickup").join("linked.eml")).unwrap();
-    let badmail = srv.folder("Badmail");
-    assert!(wait_until(|| fs::read_dir(&badmail)
-        .unwrap()
-        .flatten()
-        .any(|e| e.path().extension().is_some_and(|x| x == "bdr"))));
-    let bdr = fs::read_dir(&badmail)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|x| x == "bdr"))
-        .unwrap();
+    assert!(wait_until(|| !srv.files_ext("Badmail", "bdr").is_empty()));
+    let bdr = srv.files_ext("Badmail", "bdr").remove(0);
     let text = fs::read_to_string(&bdr).unwrap();
     assert!(text.contains("hard links"), "{text}");
     let bad = fs::read(bdr.with_extension("bad")).unwrap();
@@ -331,4 +300,144 @@ fn hard_links_in_pickup_are_refused() {
     );
     assert!(srv.files("Drop").is_empty());
     assert!(outside.exists(), "the outside file is untouched");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pickup files delivered to the next hop
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn pickup_file_reaches_the_next_hop_without_envelope_headers() {
+    let sink = Sink::start_default();
+    let srv = Builder::new()
+        .retrying()
+        .smart_host(sink.addr.port())
+        .key("PickupSettleTime", "300ms")
+        .start();
+    fs::write(
+        srv.folder("Pickup").join("app.eml"),
+        "X-Sender: app@local.test\r\nX-Receiver: u@example.test\r\nFrom: app@local.test\r\nTo: u@example.test\r\nBcc: hidden@example.test\r\nSubject: from pickup\r\n\r\nbody\r\n",
+    )
+    .unwrap();
+    let got = sink.wait_messages(1);
+    assert_eq!(got.len(), 1, "{}", srv.log_text());
+    let m = &got[0];
+    assert_eq!(m.sender_addr(), "app@local.test");
+    assert_eq!(m.rcpt_addrs(), ["u@example.test"]);
+    let t = m.text();
+    assert!(
+        t.starts_with("Received: from mail pickup service by mx.mailroot.test with mailroot id "),
+        "{t}"
+    );
+    let lower = t.to_ascii_lowercase();
+    assert!(
+        !lower.contains("x-sender") && !lower.contains("x-receiver") && !lower.contains("bcc:"),
+        "{t}"
+    );
+    assert!(!m.bare_line_endings);
+}
+
+/// The body both forms must arrive with, line by line (a lone "." included).
+const BODY: &str =
+    "Body text\r\n.leading dot\r\n..two dots\r\n.\r\nafter a lone dot\r\nthe end\r\n";
+
+fn pickup_headers() -> &'static str {
+    // What System.Net.Mail writes: envelope lines first (display-name form, To then Cc then Bcc
+    // recipients), then the headers. A Bcc header is added to check it never leaves.
+    "X-Sender: \"App\" <app@contoso.test>\r\n\
+     X-Receiver: to@dest.test\r\n\
+     X-Receiver: \"Copy Person\" <cc@dest.test>\r\n\
+     X-Receiver: hidden@dest.test\r\n\
+     MIME-Version: 1.0\r\n\
+     From: \"App\" <app@contoso.test>\r\n\
+     To: to@dest.test\r\n\
+     Cc: \"Copy Person\" <cc@dest.test>\r\n\
+     Bcc: hidden@dest.test\r\n\
+     Date: 5 Jan 2024 09:03:07 +0100\r\n\
+     Subject: Hello from pickup\r\n\
+     Content-Type: text/plain; charset=us-ascii\r\n\
+     Content-Transfer-Encoding: quoted-printable\r\n\
+     \r\n"
+}
+
+fn pickup_to_sink(unstuff: &str, file_body: &str) {
+    let sink = Sink::start_default();
+    let srv = Builder::new()
+        .retrying()
+        .key("PickupSettleTime", "200ms")
+        .key("PickupUnstuffDots", unstuff)
+        .route("dest.test", sink.addr.port())
+        .start();
+    fs::write(
+        srv.folder("Pickup")
+            .join("3f2c1b7e-0000-4000-8000-000000000001.eml"),
+        format!("{}{file_body}", pickup_headers()),
+    )
+    .unwrap();
+    let got = sink.wait_messages(1);
+    assert_eq!(got.len(), 1, "log:\n{}", srv.log_text());
+    assert!(srv.wait_queue_empty(), "{:?}", names(&srv.folder("Queue")));
+    std::thread::sleep(Duration::from_millis(500));
+    let got = sink.messages();
+    assert_eq!(got.len(), 1, "one transaction for all three: {got:?}");
+    let m = &got[0];
+    assert_eq!(m.sender_addr(), "app@contoso.test", "MAIL FROM");
+    assert_eq!(
+        m.rcpt_addrs(),
+        vec!["to@dest.test", "cc@dest.test", "hidden@dest.test"],
+        "RCPT TO, in X-Receiver order"
+    );
+    let text = m.text();
+    assert!(!m.bare_line_endings, "CRLF only: {text:?}");
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no header/body separator: {text:?}"));
+    for line in head.split("\r\n") {
+        let l = line.to_ascii_lowercase();
+        assert!(
+            !l.starts_with("x-sender:") && !l.starts_with("x-receiver:") && !l.starts_with("bcc:"),
+            "envelope and Bcc lines must not leave: {line:?} in\n{head}"
+        );
+    }
+    assert!(
+        !text.contains("hidden@dest.test"),
+        "the Bcc recipient is not disclosed: {text}"
+    );
+    assert!(
+        head.starts_with("Received: from mail pickup service by mx.mailroot.test"),
+        "{head}"
+    );
+    for h in [
+        "\r\nFrom: \"App\" <app@contoso.test>\r\n",
+        "\r\nTo: to@dest.test\r\n",
+        "\r\nCc: \"Copy Person\" <cc@dest.test>\r\n",
+        "\r\nSubject: Hello from pickup\r\n",
+        "\r\nContent-Transfer-Encoding: quoted-printable",
+    ] {
+        assert!(format!("{head}\r\n").contains(h), "{h:?} kept in\n{head}");
+    }
+    assert_eq!(
+        body, BODY,
+        "the body lines arrive as the application wrote them"
+    );
+    assert!(
+        wait_until(|| pickup_leftovers(&srv).is_empty()),
+        "Pickup emptied: {:?}",
+        pickup_leftovers(&srv)
+    );
+}
+
+#[test]
+fn pickup_file_from_dotnet5_unstuffed_reaches_the_next_hop_intact() {
+    // .NET Core 3.0+ / .NET 5+ write the body as is (no dot-stuffing): PickupUnstuffDots = 0.
+    pickup_to_sink("0", BODY);
+}
+
+#[test]
+fn pickup_file_from_dotnet_framework_dot_stuffed_reaches_the_next_hop_intact() {
+    // .NET Framework writes the pickup file as if on the wire: every line starting with "." has
+    // one more. The default (IIS) rule removes it again.
+    let stuffed =
+        "Body text\r\n..leading dot\r\n...two dots\r\n..\r\nafter a lone dot\r\nthe end\r\n";
+    pickup_to_sink("1", stuffed);
 }

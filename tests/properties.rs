@@ -7,9 +7,8 @@ use mailroot::smtp::data::{ChunkCheck, DataScanner, Flaws, Scan};
 use mailroot::smtp::headers::HeaderScan;
 use proptest::prelude::*;
 
-#[path = "support/strategies.rs"]
-mod strategies;
-use strategies::{bytes_or_soup, config, token_soup};
+mod common;
+use common::strategies::{bytes_or_soup, config, token_soup};
 
 /// Chunk sizes, used in turn (cyclically) to cut an input into pieces.
 fn chunk_sizes() -> impl Strategy<Value = Vec<usize>> {

@@ -18,9 +18,8 @@ use mailroot::smtp::params::{Body, Notify, Ret};
 use mailroot::smtp::sasl as base64;
 use proptest::prelude::*;
 
-#[path = "support/strategies.rs"]
-mod strategies;
-use strategies::{bytes_or_soup, config};
+mod common;
+use common::strategies::{bytes_or_soup, config};
 
 // ---------------------------------------------------------------------------------------------
 // base64

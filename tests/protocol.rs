@@ -9,27 +9,8 @@ use std::path::Path;
 
 const FQDN: &str = "mx.mailroot.test";
 
-fn read(p: &Path) -> String {
-    String::from_utf8_lossy(&fs::read(p).expect("read message file")).into_owned()
-}
-
 fn stem(p: &Path) -> String {
     p.file_stem().unwrap().to_str().unwrap().to_string()
-}
-
-/// The queue id named by `250 2.6.0 <id@fqdn> Queued mail for delivery`.
-fn queued_id(r: &Reply) -> String {
-    let l = r.last();
-    let rest = l
-        .strip_prefix("250 2.6.0 <")
-        .unwrap_or_else(|| panic!("not a queued reply: {l:?}"));
-    let (id, tail) = rest
-        .split_once(&format!("@{FQDN}> "))
-        .unwrap_or_else(|| panic!("no <id@{FQDN}> in {l:?}"));
-    assert_eq!(tail, "Queued mail for delivery", "{l:?}");
-    assert_eq!(id.len(), 23, "{l:?}");
-    assert!(id.bytes().all(|b| b.is_ascii_hexdigit()), "{l:?}");
-    id.to_string()
 }
 
 /// The header section of a stored file (envelope block included), without the blank line.
@@ -44,13 +25,6 @@ fn header_section(text: &str) -> &str {
 fn after_envelope(text: &str) -> &str {
     let at = text.find("Received: ").expect("a Received header");
     &text[at..]
-}
-
-fn x_receivers(text: &str) -> Vec<&str> {
-    text.lines()
-        .take_while(|l| l.starts_with("x-"))
-        .filter_map(|l| l.strip_prefix("x-receiver: "))
-        .collect()
 }
 
 /// `Sun, 22 Nov 2026 07:51:25 +0000`
@@ -87,12 +61,6 @@ fn assert_rfc5322_date(s: &str) {
 
 fn server() -> Server {
     Builder::new().key("MaxSmtpErrors", "1000").start()
-}
-
-/// Sends `line` and asserts the complete last reply line.
-fn expect(c: &mut Client, line: &str, want: &str) {
-    let r = c.cmd(line);
-    assert_eq!(r.last(), want, "{line:?} -> {r:?}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -168,11 +136,11 @@ fn helo_reply_and_smtp_received() {
     assert_eq!(r.lines.len(), 1, "HELO gets a one-line reply: {r:?}");
     assert_eq!(r.last(), "250 mx.mailroot.test Hello [127.0.0.1]");
     let r = c.send_mail("a@b.test", &["u@local.test"], &message("helo"));
-    let id = queued_id(&r);
+    let id = queued_id(&r, FQDN);
     c.ok("QUIT", 221);
     let files = srv.wait_files("Drop", 1);
     assert_eq!(files.len(), 1);
-    let text = read(&files[0]);
+    let text = read_text(&files[0]);
     assert!(
         text.contains(&format!(
             "\r\nReceived: from client.test ([127.0.0.1]) by {FQDN} with SMTP id {id};\r\n"
@@ -190,64 +158,51 @@ fn mail_rcpt_data_with_every_parameter() {
     let srv = server();
     let mut c = srv.connect();
     c.hello();
-    expect(
-        &mut c,
+    c.expect(
         "MAIL FROM:<a@b.test> SIZE=100 BODY=8BITMIME RET=HDRS ENVID=QQ314159+2B1",
         "250 2.1.0 a@b.test....Sender OK",
     );
-    expect(
-        &mut c,
+    c.expect(
         "RCPT TO:<u@local.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;u+40local.test",
         "250 2.1.5 u@local.test",
     );
-    expect(
-        &mut c,
+    c.expect(
         "RCPT TO:<v@local.test> NOTIFY=NEVER",
         "250 2.1.5 v@local.test",
     );
-    expect(
-        &mut c,
+    c.expect(
         "RCPT TO:<w@local.test> NOTIFY=DELAY",
         "250 2.1.5 w@local.test",
     );
-    expect(
-        &mut c,
-        "DATA",
-        "354 Start mail input; end with <CRLF>.<CRLF>",
-    );
+    c.expect("DATA", "354 Start mail input; end with <CRLF>.<CRLF>");
     c.send(message("params").as_bytes());
     c.send(b"\r\n.\r\n");
     let r = c.reply();
-    let id = queued_id(&r);
+    let id = queued_id(&r, FQDN);
     // Lower case verbs and parameters, the null sender, the remaining BODY and RET values.
-    expect(
-        &mut c,
+    c.expect(
         "mail from:<> body=7bit ret=full size=10",
         "250 2.1.0 <>....Sender OK",
     );
-    expect(&mut c, "rcpt to:<x@local.test>", "250 2.1.5 x@local.test");
-    expect(
-        &mut c,
-        "data",
-        "354 Start mail input; end with <CRLF>.<CRLF>",
-    );
+    c.expect("rcpt to:<x@local.test>", "250 2.1.5 x@local.test");
+    c.expect("data", "354 Start mail input; end with <CRLF>.<CRLF>");
     c.send(b"Subject: null sender\r\n\r\nbounce\r\n.\r\n");
     let r2 = c.reply();
-    let id2 = queued_id(&r2);
+    let id2 = queued_id(&r2, FQDN);
     assert_ne!(id, id2);
     c.ok("QUIT", 221);
     let files = srv.wait_files("Drop", 2);
     assert_eq!(files.len(), 2, "{files:?}");
     assert_eq!(stem(&files[0]), id);
     assert_eq!(stem(&files[1]), id2);
-    let first = read(&files[0]);
+    let first = read_text(&files[0]);
     assert!(
         first.starts_with(
             "x-sender: a@b.test\r\nx-receiver: u@local.test\r\nx-receiver: v@local.test\r\nx-receiver: w@local.test\r\nReceived: "
         ),
         "{first}"
     );
-    let second = read(&files[1]);
+    let second = read_text(&files[1]);
     assert!(
         second.starts_with("x-sender: <>\r\nx-receiver: x@local.test\r\nReceived: "),
         "{second}"
@@ -266,28 +221,20 @@ fn unknown_parameters_get_555() {
         "MAIL FROM:<a@b.test> SIZE=10 XYZ=1",
         "MAIL FROM:<a@b.test> NOTIFY=NEVER",
     ] {
-        expect(&mut c, line, "555 5.5.4 Unsupported parameter");
+        c.expect(line, "555 5.5.4 Unsupported parameter");
     }
     // None of them opened a transaction.
-    expect(
-        &mut c,
-        "RCPT TO:<u@local.test>",
-        "503 5.5.1 Need mail command",
-    );
-    expect(
-        &mut c,
-        "MAIL FROM:<a@b.test>",
-        "250 2.1.0 a@b.test....Sender OK",
-    );
+    c.expect("RCPT TO:<u@local.test>", "503 5.5.1 Need mail command");
+    c.expect("MAIL FROM:<a@b.test>", "250 2.1.0 a@b.test....Sender OK");
     for line in [
         "RCPT TO:<u@local.test> SIZE=1",
         "RCPT TO:<u@local.test> FOO=BAR",
         "RCPT TO:<u@local.test> XYZ",
         "RCPT TO:<u@local.test> RET=HDRS",
     ] {
-        expect(&mut c, line, "555 5.5.4 Unsupported parameter");
+        c.expect(line, "555 5.5.4 Unsupported parameter");
     }
-    expect(&mut c, "RCPT TO:<u@local.test>", "250 2.1.5 u@local.test");
+    c.expect("RCPT TO:<u@local.test>", "250 2.1.5 u@local.test");
 }
 
 #[test]
@@ -317,13 +264,9 @@ fn bad_parameter_values_get_501_5_5_4() {
             "501 5.5.4 Invalid parameter: parameter given twice",
         ),
     ] {
-        expect(&mut c, line, want);
+        c.expect(line, want);
     }
-    expect(
-        &mut c,
-        "MAIL FROM:<a@b.test>",
-        "250 2.1.0 a@b.test....Sender OK",
-    );
+    c.expect("MAIL FROM:<a@b.test>", "250 2.1.0 a@b.test....Sender OK");
     for (line, want) in [
         (
             "RCPT TO:<u@local.test> NOTIFY=SOMETIMES",
@@ -338,7 +281,7 @@ fn bad_parameter_values_get_501_5_5_4() {
             "501 5.5.4 Invalid parameter: ORCPT must be type;address",
         ),
     ] {
-        expect(&mut c, line, want);
+        c.expect(line, want);
     }
 }
 
@@ -347,46 +290,22 @@ fn bad_sequence_gets_503() {
     let srv = server();
     let mut c = srv.connect();
     c.reply();
-    expect(&mut c, "MAIL FROM:<a@b.test>", "503 5.5.1 Send hello first");
-    expect(
-        &mut c,
-        "RCPT TO:<u@local.test>",
-        "503 5.5.1 Need mail command",
-    );
+    c.expect("MAIL FROM:<a@b.test>", "503 5.5.1 Send hello first");
+    c.expect("RCPT TO:<u@local.test>", "503 5.5.1 Need mail command");
     c.ok("EHLO client.test", 250);
-    expect(
-        &mut c,
-        "RCPT TO:<u@local.test>",
-        "503 5.5.1 Need mail command",
-    );
-    expect(&mut c, "DATA", "503 5.5.1 Need mail command");
-    expect(
-        &mut c,
-        "MAIL FROM:<a@b.test>",
-        "250 2.1.0 a@b.test....Sender OK",
-    );
-    expect(
-        &mut c,
-        "MAIL FROM:<a@b.test>",
-        "503 5.5.1 Sender already specified",
-    );
-    expect(&mut c, "DATA", "503 5.5.1 Need rcpt command");
+    c.expect("RCPT TO:<u@local.test>", "503 5.5.1 Need mail command");
+    c.expect("DATA", "503 5.5.1 Need mail command");
+    c.expect("MAIL FROM:<a@b.test>", "250 2.1.0 a@b.test....Sender OK");
+    c.expect("MAIL FROM:<a@b.test>", "503 5.5.1 Sender already specified");
+    c.expect("DATA", "503 5.5.1 Need rcpt command");
     // EHLO resets the transaction.
     c.ok("EHLO client.test", 250);
-    expect(
-        &mut c,
-        "RCPT TO:<u@local.test>",
-        "503 5.5.1 Need mail command",
-    );
+    c.expect("RCPT TO:<u@local.test>", "503 5.5.1 Need mail command");
     // So does a finished message.
     let r = c.send_mail("a@b.test", &["u@local.test"], &message("seq"));
-    queued_id(&r);
-    expect(
-        &mut c,
-        "RCPT TO:<u@local.test>",
-        "503 5.5.1 Need mail command",
-    );
-    expect(&mut c, "DATA", "503 5.5.1 Need mail command");
+    queued_id(&r, FQDN);
+    c.expect("RCPT TO:<u@local.test>", "503 5.5.1 Need mail command");
+    c.expect("DATA", "503 5.5.1 Need mail command");
     c.ok("QUIT", 221);
     assert_eq!(srv.wait_files("Drop", 1).len(), 1);
 }
@@ -396,16 +315,11 @@ fn bad_syntax_gets_501() {
     let srv = server();
     let mut c = srv.connect();
     c.reply();
-    expect(
-        &mut c,
+    c.expect(
         "EHLO",
         "501 5.5.2 Syntax error: a domain name or address literal is required",
     );
-    expect(
-        &mut c,
-        "HELO a b",
-        "501 5.5.2 Syntax error: invalid domain name",
-    );
+    c.expect("HELO a b", "501 5.5.2 Syntax error: invalid domain name");
     c.ok("EHLO client.test", 250);
     for (line, want) in [
         (
@@ -422,13 +336,9 @@ fn bad_syntax_gets_501() {
         ("MAIL FROM:<a@b.test>x", "501 5.1.7 Invalid address"),
         ("MAIL FROM:<\u{e9}@b.test>", "501 5.1.7 Invalid address"),
     ] {
-        expect(&mut c, line, want);
+        c.expect(line, want);
     }
-    expect(
-        &mut c,
-        "MAIL FROM:<a@b.test>",
-        "250 2.1.0 a@b.test....Sender OK",
-    );
+    c.expect("MAIL FROM:<a@b.test>", "250 2.1.0 a@b.test....Sender OK");
     for (line, want) in [
         (
             "RCPT FROM:<u@local.test>",
@@ -457,10 +367,10 @@ fn bad_syntax_gets_501() {
             "501 5.5.2 Syntax error: VRFY needs a user name or address",
         ),
     ] {
-        expect(&mut c, line, want);
+        c.expect(line, want);
     }
     // The transaction survived all of that.
-    expect(&mut c, "RCPT TO:<u@local.test>", "250 2.1.5 u@local.test");
+    c.expect("RCPT TO:<u@local.test>", "250 2.1.5 u@local.test");
 }
 
 #[test]
@@ -477,16 +387,15 @@ fn unknown_commands_get_500() {
         "GET / HTTP/1.1",
         "",
     ] {
-        expect(&mut c, line, "500 5.5.1 Unrecognized command");
+        c.expect(line, "500 5.5.1 Unrecognized command");
     }
     // Known, but not configured here (no certificate, AuthFlags = 1): a clear answer, not 500.
-    expect(
-        &mut c,
+    c.expect(
         "STARTTLS",
         "454 4.7.0 TLS not available due to temporary reason",
     );
-    expect(&mut c, "AUTH LOGIN", "503 5.5.1 AUTH is not available");
-    expect(&mut c, "NOOP", "250 2.0.0 OK");
+    c.expect("AUTH LOGIN", "503 5.5.1 AUTH is not available");
+    c.expect("NOOP", "250 2.0.0 OK");
 }
 
 #[test]
@@ -506,37 +415,26 @@ fn rset_noop_vrfy_help_quit() {
     );
     let h2 = c.ok("HELP MAIL", 214);
     assert_eq!(h2.lines, h.lines);
-    expect(&mut c, "NOOP", "250 2.0.0 OK");
-    expect(&mut c, "NOOP anything at all", "250 2.0.0 OK");
-    expect(
-        &mut c,
+    c.expect("NOOP", "250 2.0.0 OK");
+    c.expect("NOOP anything at all", "250 2.0.0 OK");
+    c.expect(
         "VRFY admin",
         "252 2.1.5 Cannot VRFY user, but will take message for <admin@local.test>",
     );
-    expect(
-        &mut c,
+    c.expect(
         "VRFY <someone@remote.test>",
         "252 2.1.5 Cannot VRFY user, but will take message for <someone@remote.test>",
     );
     c.ok("EHLO client.test", 250);
-    expect(
-        &mut c,
-        "MAIL FROM:<a@b.test>",
-        "250 2.1.0 a@b.test....Sender OK",
-    );
-    expect(&mut c, "RCPT TO:<u@local.test>", "250 2.1.5 u@local.test");
-    expect(&mut c, "RSET", "250 2.0.0 Resetting");
+    c.expect("MAIL FROM:<a@b.test>", "250 2.1.0 a@b.test....Sender OK");
+    c.expect("RCPT TO:<u@local.test>", "250 2.1.5 u@local.test");
+    c.expect("RSET", "250 2.0.0 Resetting");
     // RSET dropped the transaction.
-    expect(&mut c, "DATA", "503 5.5.1 Need mail command");
-    expect(
-        &mut c,
-        "MAIL FROM:<a@b.test>",
-        "250 2.1.0 a@b.test....Sender OK",
-    );
-    expect(&mut c, "RCPT TO:<u@local.test>", "250 2.1.5 u@local.test");
+    c.expect("DATA", "503 5.5.1 Need mail command");
+    c.expect("MAIL FROM:<a@b.test>", "250 2.1.0 a@b.test....Sender OK");
+    c.expect("RCPT TO:<u@local.test>", "250 2.1.5 u@local.test");
     // QUIT in the middle of a transaction: nothing is written, and the server closes.
-    expect(
-        &mut c,
+    c.expect(
         "QUIT",
         "221 2.0.0 mx.mailroot.test Service closing transmission channel",
     );
@@ -573,7 +471,7 @@ fn pipelined_transaction_in_one_write() {
     c.send(
         b"Subject: one\r\n\r\nfirst\r\n.\r\nMAIL FROM:<c@d.test>\r\nRCPT TO:<w@local.test>\r\nDATA\r\n",
     );
-    let id1 = queued_id(&c.reply());
+    let id1 = queued_id(&c.reply(), FQDN);
     assert_eq!(c.reply().last(), "250 2.1.0 c@d.test....Sender OK");
     assert_eq!(c.reply().last(), "250 2.1.5 w@local.test");
     assert_eq!(
@@ -581,7 +479,7 @@ fn pipelined_transaction_in_one_write() {
         "354 Start mail input; end with <CRLF>.<CRLF>"
     );
     c.send(b"Subject: two\r\n\r\nsecond\r\n.\r\nQUIT\r\n");
-    let id2 = queued_id(&c.reply());
+    let id2 = queued_id(&c.reply(), FQDN);
     assert_eq!(
         c.reply().last(),
         "221 2.0.0 mx.mailroot.test Service closing transmission channel"
@@ -593,12 +491,12 @@ fn pipelined_transaction_in_one_write() {
     assert_eq!(files.len(), 2, "{files:?}");
     assert_eq!(stem(&files[0]), id1);
     assert_eq!(stem(&files[1]), id2);
-    let one = read(&files[0]);
+    let one = read_text(&files[0]);
     assert_eq!(x_receivers(&one), ["u@local.test", "v@alias.test"]);
     assert!(one.starts_with("x-sender: a@b.test\r\n"), "{one}");
     assert!(one.ends_with("\r\n\r\nfirst\r\n"), "{one:?}");
     assert!(!one.contains("second"));
-    let two = read(&files[1]);
+    let two = read_text(&files[1]);
     assert_eq!(x_receivers(&two), ["w@local.test"]);
     assert!(two.starts_with("x-sender: c@d.test\r\n"), "{two}");
     assert!(two.ends_with("\r\n\r\nsecond\r\n"), "{two:?}");
@@ -624,11 +522,11 @@ fn pipelined_errors_keep_their_place() {
         "354 Start mail input; end with <CRLF>.<CRLF>"
     );
     c.send(b"Subject: p\r\n\r\nbody\r\n.\r\nQUIT\r\n");
-    queued_id(&c.reply());
+    queued_id(&c.reply(), FQDN);
     assert_eq!(c.reply().code, 221);
     let files = srv.wait_files("Drop", 1);
     assert_eq!(files.len(), 1);
-    assert_eq!(x_receivers(&read(&files[0])), ["u@local.test"]);
+    assert_eq!(x_receivers(&read_text(&files[0])), ["u@local.test"]);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -667,18 +565,14 @@ fn bdat_chunks_across_commands() {
         assert_eq!(r.last(), format!("250 2.0.0 {} octets received", ch.len()));
     }
     let r = bdat(&mut c, chunks[3], true);
-    let id = queued_id(&r);
+    let id = queued_id(&r, FQDN);
     // The transaction is over.
-    expect(
-        &mut c,
-        "RCPT TO:<u@local.test>",
-        "503 5.5.1 Need mail command",
-    );
+    c.expect("RCPT TO:<u@local.test>", "503 5.5.1 Need mail command");
     c.ok("QUIT", 221);
     let files = srv.wait_files("Drop", 1);
     assert_eq!(files.len(), 1);
     assert_eq!(stem(&files[0]), id);
-    let text = read(&files[0]);
+    let text = read_text(&files[0]);
     assert!(
         text.ends_with(&format!(
             "\r\nSubject: chunked\r\nMessage-ID: <{id}@{FQDN}>\r\n\r\n..two dots stay\r\n.\r\nafter a lone dot\r\n"
@@ -700,19 +594,19 @@ fn bdat_pipelined_with_zero_last() {
     assert_eq!(c.reply().last(), "250 2.1.5 u@local.test");
     assert_eq!(c.reply().last(), "250 2.0.0 12 octets received");
     assert_eq!(c.reply().last(), "250 2.0.0 8 octets received");
-    let id = queued_id(&c.reply());
+    let id = queued_id(&c.reply(), FQDN);
     assert_eq!(c.reply().last(), "250 2.0.0 OK");
     // A one-chunk message in the same session.
     c.ok("MAIL FROM:<a@b.test>", 250);
     c.ok("RCPT TO:<v@local.test>", 250);
-    let id2 = queued_id(&bdat(&mut c, b"Subject: q\r\n\r\nsingle\r\n", true));
+    let id2 = queued_id(&bdat(&mut c, b"Subject: q\r\n\r\nsingle\r\n", true), FQDN);
     c.ok("QUIT", 221);
     let files = srv.wait_files("Drop", 2);
     assert_eq!(files.len(), 2);
     assert_eq!(stem(&files[0]), id);
     assert_eq!(stem(&files[1]), id2);
-    assert!(read(&files[0]).ends_with("\r\n\r\nbody\r\n"));
-    assert!(read(&files[1]).ends_with("\r\n\r\nsingle\r\n"));
+    assert!(read_text(&files[0]).ends_with("\r\n\r\nbody\r\n"));
+    assert!(read_text(&files[1]).ends_with("\r\n\r\nsingle\r\n"));
 }
 
 #[test]
@@ -723,23 +617,23 @@ fn bdat_refused_chunk_is_consumed() {
     // The chunk looks like a command; it must be eaten as data, then refused.
     let r = bdat(&mut c, b"QUIT\r\n", false);
     assert_eq!(r.last(), "503 5.5.1 Need mail command");
-    expect(&mut c, "NOOP", "250 2.0.0 OK");
+    c.expect("NOOP", "250 2.0.0 OK");
     let r = bdat(&mut c, b"RSET\r\nQUIT\r\n", true);
     assert_eq!(r.last(), "503 5.5.1 Need mail command");
-    expect(&mut c, "NOOP", "250 2.0.0 OK");
+    c.expect("NOOP", "250 2.0.0 OK");
     // Before any RCPT.
     c.ok("MAIL FROM:<a@b.test>", 250);
     let r = bdat(&mut c, b"QUIT\r\n", false);
     assert_eq!(r.last(), "503 5.5.1 Need rcpt command");
-    expect(&mut c, "NOOP", "250 2.0.0 OK");
+    c.expect("NOOP", "250 2.0.0 OK");
     // The transaction is still open and goes on normally.
     c.ok("RCPT TO:<u@local.test>", 250);
-    let id = queued_id(&bdat(&mut c, b"Subject: ok\r\n\r\nfine\r\n", true));
+    let id = queued_id(&bdat(&mut c, b"Subject: ok\r\n\r\nfine\r\n", true), FQDN);
     c.ok("QUIT", 221);
     let files = srv.wait_files("Drop", 1);
     assert_eq!(files.len(), 1);
     assert_eq!(stem(&files[0]), id);
-    assert!(!read(&files[0]).contains("QUIT"));
+    assert!(!read_text(&files[0]).contains("QUIT"));
 }
 
 #[test]
@@ -751,15 +645,15 @@ fn bdat_abandoned_by_rset_writes_nothing() {
     c.ok("RCPT TO:<u@local.test>", 250);
     let r = bdat(&mut c, b"Subject: gone\r\n\r\n", false);
     assert_eq!(r.last(), "250 2.0.0 17 octets received");
-    expect(&mut c, "DATA", "503 5.5.1 DATA is not allowed after BDAT");
-    expect(&mut c, "RSET", "250 2.0.0 Resetting");
+    c.expect("DATA", "503 5.5.1 DATA is not allowed after BDAT");
+    c.expect("RSET", "250 2.0.0 Resetting");
     let r = c.send_mail("a@b.test", &["v@local.test"], &message("after rset"));
-    let id = queued_id(&r);
+    let id = queued_id(&r, FQDN);
     c.ok("QUIT", 221);
     let files = srv.wait_files("Drop", 1);
     assert_eq!(files.len(), 1, "{files:?}");
     assert_eq!(stem(&files[0]), id);
-    let text = read(&files[0]);
+    let text = read_text(&files[0]);
     assert!(!text.contains("gone"), "{text}");
     assert_eq!(x_receivers(&text), ["v@local.test"]);
 }
@@ -771,11 +665,7 @@ fn binarymime_needs_bdat_and_carries_any_octet() {
     c.hello();
     c.ok("MAIL FROM:<a@b.test> BODY=BINARYMIME", 250);
     c.ok("RCPT TO:<u@local.test>", 250);
-    expect(
-        &mut c,
-        "DATA",
-        "503 5.5.1 BODY=BINARYMIME requires BDAT, not DATA",
-    );
+    c.expect("DATA", "503 5.5.1 BODY=BINARYMIME requires BDAT, not DATA");
     let body: &[u8] = b"line one\nline two\0nul\rbare cr\r\n\xff\xfe binary\n";
     let mut msg = b"Subject: binary\r\n\r\n".to_vec();
     msg.extend_from_slice(body);
@@ -784,7 +674,7 @@ fn binarymime_needs_bdat_and_carries_any_octet() {
         bdat(&mut c, a, false).last(),
         "250 2.0.0 25 octets received"
     );
-    let id = queued_id(&bdat(&mut c, b, true));
+    let id = queued_id(&bdat(&mut c, b, true), FQDN);
     c.ok("QUIT", 221);
     let files = srv.wait_files("Drop", 1);
     assert_eq!(files.len(), 1);
@@ -807,7 +697,7 @@ fn bdat_without_binarymime_refuses_bare_lf() {
         r.last(),
         "550 5.6.0 Message refused: bare LF in data; lines must end with CRLF"
     );
-    expect(&mut c, "NOOP", "250 2.0.0 OK");
+    c.expect("NOOP", "250 2.0.0 OK");
     c.ok("QUIT", 221);
     assert!(srv.files("Drop").is_empty());
     assert!(srv.files("Queue").is_empty());
@@ -846,7 +736,7 @@ fn lettre_sends_to_two_local_recipients() {
     assert!(srv.files("Queue").is_empty());
     let id = stem(&files[0]);
     assert!(line.contains(&format!("<{id}@{FQDN}>")), "{line} vs {id}");
-    let text = read(&files[0]);
+    let text = read_text(&files[0]);
     assert!(text.starts_with("x-sender: app@example.test\r\n"), "{text}");
     assert_eq!(x_receivers(&text), ["a@local.test", "b@alias.test"]);
     assert_eq!(text.matches("x-receiver: ").count(), 2, "{text}");
@@ -879,12 +769,12 @@ fn message_id_is_added_when_missing() {
         &["u@local.test"],
         "From: a@b.test\r\nSubject: no id\r\n\r\nbody text\r\nMessage-ID: <in-body@x> is not a header",
     );
-    let id = queued_id(&r);
+    let id = queued_id(&r, FQDN);
     c.ok("QUIT", 221);
     let files = srv.wait_files("Drop", 1);
     assert_eq!(files.len(), 1);
     assert_eq!(stem(&files[0]), id);
-    let text = read(&files[0]);
+    let text = read_text(&files[0]);
     let head = header_section(&text);
     assert!(
         head.ends_with(&format!("\r\nSubject: no id\r\nMessage-ID: <{id}@{FQDN}>")),
@@ -912,9 +802,9 @@ fn message_id_is_kept_when_present() {
     ] {
         let body = format!("From: a@b.test\r\n{hdr}\r\nSubject: has id\r\n\r\nbody");
         let r = c.send_mail("a@b.test", &["u@local.test"], &body);
-        let id = queued_id(&r);
+        let id = queued_id(&r, FQDN);
         let path = srv.folder("Drop").join(format!("{id}.eml"));
-        let text = read(&path);
+        let text = read_text(&path);
         let head = header_section(&text);
         assert_eq!(
             head.to_ascii_lowercase().matches("message-id:").count(),
@@ -940,11 +830,11 @@ fn received_header_follows_the_envelope_block() {
         &["one@local.test", "two@local.test"],
         &message("trace"),
     );
-    let id = queued_id(&r);
+    let id = queued_id(&r, FQDN);
     c.ok("QUIT", 221);
     let files = srv.wait_files("Drop", 1);
     assert_eq!(files.len(), 1);
-    let text = read(&files[0]);
+    let text = read_text(&files[0]);
     let lines: Vec<&str> = text.split("\r\n").collect();
     assert_eq!(lines[0], "x-sender: sender@example.test");
     assert_eq!(lines[1], "x-receiver: one@local.test");
@@ -969,27 +859,24 @@ fn mixed_local_and_remote_recipients_split_into_drop_and_queue() {
     let srv = Builder::new().start();
     let mut c = srv.connect();
     c.hello();
-    expect(
-        &mut c,
+    c.expect(
         "MAIL FROM:<a@b.test> RET=HDRS ENVID=QQ314159+2B1",
         "250 2.1.0 a@b.test....Sender OK",
     );
-    expect(&mut c, "RCPT TO:<u@local.test>", "250 2.1.5 u@local.test");
-    expect(
-        &mut c,
+    c.expect("RCPT TO:<u@local.test>", "250 2.1.5 u@local.test");
+    c.expect(
         "RCPT TO:<x@remote.test> NOTIFY=FAILURE ORCPT=rfc822;x+40remote.test",
         "250 2.1.5 x@remote.test",
     );
-    expect(
-        &mut c,
+    c.expect(
         "RCPT TO:<v@alias.test> NOTIFY=SUCCESS,DELAY",
         "250 2.1.5 v@alias.test",
     );
-    expect(&mut c, "RCPT TO:<y@other.test>", "250 2.1.5 y@other.test");
+    c.expect("RCPT TO:<y@other.test>", "250 2.1.5 y@other.test");
     c.ok("DATA", 354);
     c.send(message("mixed").as_bytes());
     c.send(b"\r\n.\r\n");
-    let id = queued_id(&c.reply());
+    let id = queued_id(&c.reply(), FQDN);
     c.ok("QUIT", 221);
 
     let drop = srv.wait_files("Drop", 1);
@@ -998,8 +885,8 @@ fn mixed_local_and_remote_recipients_split_into_drop_and_queue() {
     assert_eq!(queue.len(), 1, "{queue:?}");
     assert_eq!(stem(&drop[0]), id);
     assert_eq!(stem(&queue[0]), id);
-    let d = read(&drop[0]);
-    let q = read(&queue[0]);
+    let d = read_text(&drop[0]);
+    let q = read_text(&queue[0]);
     assert!(
         d.starts_with("x-sender: a@b.test\r\nx-receiver: u@local.test\r\nx-receiver: v@alias.test\r\nReceived: "),
         "Drop: local recipients only, plain IIS lines: {d}"
@@ -1027,13 +914,13 @@ fn queue_file_keeps_body_type() {
     c.ok("RCPT TO:<r@remote.test>", 250);
     c.ok("DATA", 354);
     c.send("Subject: 8bit\r\n\r\nd\u{e9}j\u{e0} vu\r\n.\r\n".as_bytes());
-    let id = queued_id(&c.reply());
+    let id = queued_id(&c.reply(), FQDN);
     c.ok("QUIT", 221);
     let queue = srv.wait_files("Queue", 1);
     assert_eq!(queue.len(), 1);
     assert_eq!(stem(&queue[0]), id);
     assert!(srv.files("Drop").is_empty());
-    let q = read(&queue[0]);
+    let q = read_text(&queue[0]);
     assert!(
         q.starts_with(
             "x-sender: <a@b.test> BODY=8BITMIME\r\nx-receiver: r@remote.test\r\nReceived: "

@@ -4,19 +4,9 @@
 mod common;
 use common::*;
 use std::fs;
-use std::net::{SocketAddr, TcpStream};
-
-fn connect_from(src: &str, dst: SocketAddr) -> Client {
-    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    let ip: std::net::IpAddr = src.parse().unwrap();
-    sock.bind(&SocketAddr::new(ip, 0).into()).unwrap();
-    sock.connect_timeout(&dst.into(), WAIT).unwrap();
-    let stream: TcpStream = sock.into();
-    Client::from_stream(stream)
-}
 
 fn received_of(srv: &Server, from: &str) -> String {
-    let mut c = connect_from(from, srv.addr());
+    let mut c = Client::connect_from(from, srv.addr());
     assert_eq!(c.reply().code, 220);
     c.ok("EHLO HC-VM-PC", 250);
     let r = c.send_mail("a@b.test", &["u@local.test"], &message("rdns"));
@@ -78,9 +68,9 @@ fn connection_control_by_name() {
         .key("IPGrant", "127.0.0.1, *.trusted.test")
         .key("DnsServers", &dns.addr.to_string())
         .start();
-    let mut ok = connect_from("127.0.0.1", srv.addr());
+    let mut ok = Client::connect_from("127.0.0.1", srv.addr());
     assert_eq!(ok.reply().code, 220, "an address entry admits");
-    let mut refused = connect_from("127.0.0.2", srv.addr());
+    let mut refused = Client::connect_from("127.0.0.2", srv.addr());
     assert_eq!(refused.reply().last(), "554 5.7.1 Access denied");
     assert_eq!(refused.read_to_end(), "", "then closed");
     ok.ok("EHLO c", 250);
@@ -89,20 +79,16 @@ fn connection_control_by_name() {
         .key("IPDeny", "*.untrusted.test, 127.0.0.3")
         .key("DnsServers", &dns.addr.to_string())
         .start();
-    let mut c = connect_from("127.0.0.2", srv.addr());
+    let mut c = Client::connect_from("127.0.0.2", srv.addr());
     assert_eq!(
         c.reply().code,
         220,
         "no confirmed name: a name entry does not match"
     );
-    let mut d = connect_from("127.0.0.3", srv.addr());
+    let mut d = Client::connect_from("127.0.0.3", srv.addr());
     assert_eq!(d.reply().last(), "554 5.7.1 Access denied");
-    let out = std::process::Command::new(bin())
-        .args(["check", "--config"])
-        .arg(srv.dir.path().join("smtpsvc.ini"))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let conf = srv.dir.path().join("smtpsvc.ini");
+    let text = run_bin(&["check", "--config", &conf.to_string_lossy()], None, None).stdout;
     assert!(
         text.contains("IPDeny = 127.0.0.3, *.untrusted.test"),
         "{text}"

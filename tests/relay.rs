@@ -5,46 +5,13 @@
 mod common;
 use common::*;
 
-use std::fs;
-use std::net::{IpAddr, SocketAddr, TcpStream};
-
-use socket2::{Domain, Protocol, Socket, Type};
-
-/// A client whose socket is bound to `src` (a loopback address) before connecting to `dst`.
-fn connect_from(src: &str, dst: SocketAddr) -> Client {
-    let ip: IpAddr = src.parse().expect("source address");
-    let sock = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).expect("socket");
-    sock.bind(&SocketAddr::new(ip, 0).into())
-        .unwrap_or_else(|e| panic!("bind {src}: {e}"));
-    sock.connect_timeout(&dst.into(), WAIT).expect("connect");
-    let stream: TcpStream = sock.into();
-    assert_eq!(stream.local_addr().unwrap().ip(), ip);
-    Client::from_stream(stream)
-}
-
 /// Greeting + EHLO from 127.0.0.2, checking that the server sees that address.
 fn outsider(srv: &Server) -> Client {
-    let mut c = connect_from("127.0.0.2", srv.addr());
+    let mut c = Client::connect_from("127.0.0.2", srv.addr());
     assert_eq!(c.reply().code, 220);
     let r = c.ok("EHLO outside.test", 250);
     assert_eq!(r.lines[0], "mx.mailroot.test Hello [127.0.0.2]", "{r:?}");
     c
-}
-
-fn read(p: &std::path::Path) -> String {
-    String::from_utf8_lossy(&fs::read(p).unwrap()).into_owned()
-}
-
-fn x_receivers(text: &str) -> Vec<&str> {
-    text.lines()
-        .take_while(|l| l.starts_with("x-"))
-        .filter_map(|l| l.strip_prefix("x-receiver: "))
-        .collect()
-}
-
-fn expect(c: &mut Client, line: &str, want: &str) {
-    let r = c.cmd(line);
-    assert_eq!(r.last(), want, "{line:?} -> {r:?}");
 }
 
 /// Ends the session and asserts that neither Drop nor Queue holds anything.
@@ -60,13 +27,9 @@ fn relay_allowed_from_relay_ip_list() {
     let srv = Builder::new().start();
     let mut c = srv.connect();
     c.hello();
-    expect(
-        &mut c,
-        "MAIL FROM:<a@b.test>",
-        "250 2.1.0 a@b.test....Sender OK",
-    );
-    expect(&mut c, "RCPT TO:<u@remote.test>", "250 2.1.5 u@remote.test");
-    expect(&mut c, "RCPT TO:<v@[192.0.2.1]>", "250 2.1.5 v@[192.0.2.1]");
+    c.expect("MAIL FROM:<a@b.test>", "250 2.1.0 a@b.test....Sender OK");
+    c.expect("RCPT TO:<u@remote.test>", "250 2.1.5 u@remote.test");
+    c.expect("RCPT TO:<v@[192.0.2.1]>", "250 2.1.5 v@[192.0.2.1]");
     c.ok("DATA", 354);
     c.send(message("relayed").as_bytes());
     c.send(b"\r\n.\r\n");
@@ -75,7 +38,7 @@ fn relay_allowed_from_relay_ip_list() {
     let q = srv.wait_files("Queue", 1);
     assert_eq!(q.len(), 1);
     assert!(srv.files("Drop").is_empty());
-    let text = read(&q[0]);
+    let text = read_text(&q[0]);
     assert!(text.starts_with("x-sender: a@b.test\r\n"), "{text}");
     assert_eq!(x_receivers(&text), ["u@remote.test", "v@[192.0.2.1]"]);
 }
@@ -84,23 +47,17 @@ fn relay_allowed_from_relay_ip_list() {
 fn relay_denied_from_outside_relay_ip_list() {
     let srv = Builder::new().start();
     let mut c = outsider(&srv);
-    expect(
-        &mut c,
-        "MAIL FROM:<a@b.test>",
-        "250 2.1.0 a@b.test....Sender OK",
-    );
-    expect(
-        &mut c,
+    c.expect("MAIL FROM:<a@b.test>", "250 2.1.0 a@b.test....Sender OK");
+    c.expect(
         "RCPT TO:<u@remote.test>",
         "550 5.7.1 Unable to relay for u@remote.test",
     );
-    expect(
-        &mut c,
+    c.expect(
         "RCPT TO:<Someone@Example.COM>",
         "550 5.7.1 Unable to relay for Someone@Example.COM",
     );
-    expect(&mut c, "DATA", "554 5.5.1 No valid recipients");
-    expect(&mut c, "NOOP", "250 2.0.0 OK");
+    c.expect("DATA", "554 5.5.1 No valid recipients");
+    c.expect("NOOP", "250 2.0.0 OK");
     assert_nothing_written(&srv, c);
 }
 
@@ -110,7 +67,7 @@ fn relay_ip_list_decides() {
     let srv = Builder::new().key("RelayIpList", "127.0.0.0/30").start();
     let mut c = outsider(&srv);
     c.ok("MAIL FROM:<a@b.test>", 250);
-    expect(&mut c, "RCPT TO:<u@remote.test>", "250 2.1.5 u@remote.test");
+    c.expect("RCPT TO:<u@remote.test>", "250 2.1.5 u@remote.test");
     c.ok("DATA", 354);
     c.send(message("trusted").as_bytes());
     c.send(b"\r\n.\r\n");
@@ -132,11 +89,7 @@ fn local_domains_accepted_from_outside() {
         ("e@local.test.", "e@local.test"),
         ("Postmaster", "Postmaster@local.test"),
     ] {
-        expect(
-            &mut c,
-            &format!("RCPT TO:<{rcpt}>"),
-            &format!("250 2.1.5 {shown}"),
-        );
+        c.expect(&format!("RCPT TO:<{rcpt}>"), &format!("250 2.1.5 {shown}"));
     }
     c.ok("DATA", 354);
     c.send(message("local").as_bytes());
@@ -146,7 +99,7 @@ fn local_domains_accepted_from_outside() {
     let d = srv.wait_files("Drop", 1);
     assert_eq!(d.len(), 1);
     assert!(srv.files("Queue").is_empty());
-    let text = read(&d[0]);
+    let text = read_text(&d[0]);
     assert_eq!(
         x_receivers(&text),
         [
@@ -202,21 +155,19 @@ fn relay_tricks_refused_from_outside() {
         ("u@sub.local.test", "u@sub.local.test"),
         ("u@remote.test.", "u@remote.test"),
     ] {
-        expect(
-            &mut c,
+        c.expect(
             &format!("RCPT TO:<{rcpt}>"),
             &format!("550 5.7.1 Unable to relay for {shown}"),
         );
     }
     // Without angle brackets too.
-    expect(
-        &mut c,
+    c.expect(
         "RCPT TO:u%remote.test@local.test",
         "550 5.7.1 Unable to relay for u%remote.test@local.test",
     );
-    expect(&mut c, "DATA", "554 5.5.1 No valid recipients");
+    c.expect("DATA", "554 5.5.1 No valid recipients");
     // None of them slipped into the envelope: a message with one real recipient carries only it.
-    expect(&mut c, "RCPT TO:<ok@local.test>", "250 2.1.5 ok@local.test");
+    c.expect("RCPT TO:<ok@local.test>", "250 2.1.5 ok@local.test");
     c.ok("DATA", 354);
     c.send(message("after tricks").as_bytes());
     c.send(b"\r\n.\r\n");
@@ -225,7 +176,7 @@ fn relay_tricks_refused_from_outside() {
     let d = srv.wait_files("Drop", 1);
     assert_eq!(d.len(), 1);
     assert!(srv.files("Queue").is_empty(), "{:?}", srv.files("Queue"));
-    let text = read(&d[0]);
+    let text = read_text(&d[0]);
     assert_eq!(x_receivers(&text), ["ok@local.test"], "{text}");
 }
 
@@ -274,8 +225,8 @@ fn relay_test_battery_with_local_and_null_senders() {
                 "MAIL FROM:{sender} RCPT TO:{rcpt} -> {r:?}, want {want}"
             );
         }
-        expect(&mut c, "DATA", "554 5.5.1 No valid recipients");
-        expect(&mut c, "RSET", "250 2.0.0 Resetting");
+        c.expect("DATA", "554 5.5.1 No valid recipients");
+        c.expect("RSET", "250 2.0.0 Resetting");
     }
     assert_nothing_written(&srv, c);
 }
@@ -286,19 +237,17 @@ fn relay_test_battery_with_local_and_null_senders() {
 fn helo_claiming_to_be_us_does_not_open_the_relay() {
     let srv = Builder::new().key("MaxSmtpErrors", "1000").start();
     for name in ["mx.mailroot.test", "localhost", "[127.0.0.1]", "local.test"] {
-        let mut c = connect_from("127.0.0.2", srv.addr());
+        let mut c = Client::connect_from("127.0.0.2", srv.addr());
         assert_eq!(c.reply().code, 220);
         c.ok(&format!("EHLO {name}"), 250);
         c.ok("MAIL FROM:<postmaster@local.test>", 250);
-        expect(
-            &mut c,
+        c.expect(
             "RCPT TO:<victim@remote.test>",
             "550 5.7.1 Unable to relay for victim@remote.test",
         );
         c.ok(&format!("HELO {name}"), 250);
         c.ok("MAIL FROM:<>", 250);
-        expect(
-            &mut c,
+        c.expect(
             "RCPT TO:<victim@remote.test>",
             "550 5.7.1 Unable to relay for victim@remote.test",
         );

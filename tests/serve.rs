@@ -10,24 +10,10 @@ use std::fs;
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, ExitStatus};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const SHUTTING_DOWN: &str =
     "421 4.3.2 mx.mailroot.test Service shutting down, closing transmission channel";
-
-/// Polls `cond` until it holds; false if it never did within [`WAIT`].
-fn eventually(mut cond: impl FnMut() -> bool) -> bool {
-    let until = Instant::now() + WAIT;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() > until {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 /// Sends SIGTERM from another thread (`terminate()` waits for the exit) and waits until the server
 /// says it is shutting down. Join the handle with [`exit_status`].
@@ -39,7 +25,7 @@ fn sigterm(srv: Server) -> JoinHandle<(ExitStatus, Server)> {
         (status, srv)
     });
     assert!(
-        eventually(|| log
+        wait_until(|| log
             .lock()
             .unwrap()
             .iter()
@@ -88,7 +74,7 @@ fn sigterm_exits_0_and_stops_accepting() {
 
     let term = sigterm(srv);
     assert!(
-        eventually(|| refused(addr)),
+        wait_until(|| refused(addr)),
         "{addr} still accepts after SIGTERM"
     );
     let (status, srv) = exit_status(term);
@@ -149,7 +135,7 @@ fn message_in_flight_at_sigterm_completes() {
     let srv = Builder::new().start();
     let addr = srv.addr();
     let drop_dir = srv.folder("Drop");
-    let pid = srv.child.as_ref().expect("running").id();
+    let pid = srv.pid().expect("running");
 
     let mut c = srv.connect();
     c.hello();
@@ -163,7 +149,7 @@ fn message_in_flight_at_sigterm_completes() {
     let term = sigterm(srv);
     // No new sessions while the message is still coming in.
     assert!(
-        eventually(|| refused(addr)),
+        wait_until(|| refused(addr)),
         "{addr} still accepts during the shutdown"
     );
     assert!(
@@ -293,7 +279,7 @@ fn two_virtual_servers_side_by_side() {
     let quit = |text: &str| text.lines().any(|l| l.contains(" QUIT "));
     let mut logs = (String::new(), String::new());
     assert!(
-        eventually(|| {
+        wait_until(|| {
             logs = (srv.w3c_log(1), srv.w3c_log(2));
             quit(&logs.0) && quit(&logs.1)
         }),
@@ -343,7 +329,7 @@ fn both_virtual_servers_stop_on_sigterm() {
     }
     for a in &addrs {
         assert!(
-            eventually(|| refused(*a)),
+            wait_until(|| refused(*a)),
             "{a} still accepts after SIGTERM"
         );
     }

@@ -1,186 +1,13 @@
-//! Tests of the scriptable SMTP sink (tests/common/sink.rs) itself, with a small std client (and a
-//! rustls client trusting the TestCa root for the TLS modes).
+//! Tests of the scriptable SMTP sink (tests/common/sink.rs) itself, with the kit's client (trusting
+//! the TestCa root for the TLS modes).
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::sync::Arc;
+use std::io::{Read, Write};
+use std::net::TcpStream;
 
-use common::WAIT;
-use common::sink::{Script, Sink, SinkBuilder, Stage, TestCa, base64_encode, start_same_port};
-use rustls::pki_types::ServerName;
-use rustls::{ClientConfig, ClientConnection, StreamOwned};
-
-// ---------------------------------------------------------------------------------------------
-// A small SMTP client: plain, STARTTLS, implicit TLS
-// ---------------------------------------------------------------------------------------------
-
-enum Io {
-    Plain(TcpStream),
-    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
-    Gone,
-}
-
-impl Read for Io {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        match self {
-            Io::Plain(s) => s.read(buf),
-            Io::Tls(s) => s.read(buf),
-            Io::Gone => Ok(0),
-        }
-    }
-}
-
-impl Write for Io {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        match self {
-            Io::Plain(s) => s.write(buf),
-            Io::Tls(s) => s.write(buf),
-            Io::Gone => Err(std::io::ErrorKind::NotConnected.into()),
-        }
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        match self {
-            Io::Plain(s) => s.flush(),
-            Io::Tls(s) => s.flush(),
-            Io::Gone => Ok(()),
-        }
-    }
-}
-
-#[derive(Debug)]
-struct Reply {
-    code: u16,
-    lines: Vec<String>,
-}
-
-impl Reply {
-    fn has(&self, keyword: &str) -> bool {
-        self.lines.iter().any(|l| l == keyword)
-    }
-}
-
-struct C {
-    r: BufReader<Io>,
-}
-
-fn tls_over(
-    sock: TcpStream,
-    config: Arc<ClientConfig>,
-    name: &str,
-) -> Result<StreamOwned<ClientConnection, TcpStream>, String> {
-    let name = ServerName::try_from(name.to_string()).map_err(|e| e.to_string())?;
-    let conn = ClientConnection::new(config, name).map_err(|e| e.to_string())?;
-    let mut tls = StreamOwned::new(conn, sock);
-    while tls.conn.is_handshaking() {
-        tls.conn
-            .complete_io(&mut tls.sock)
-            .map_err(|e| e.to_string())?;
-    }
-    Ok(tls)
-}
-
-fn tcp(addr: SocketAddr) -> TcpStream {
-    let s = TcpStream::connect_timeout(&addr, WAIT).expect("connect");
-    s.set_read_timeout(Some(WAIT)).unwrap();
-    s.set_write_timeout(Some(WAIT)).unwrap();
-    s
-}
-
-impl C {
-    fn connect(addr: SocketAddr) -> C {
-        C {
-            r: BufReader::new(Io::Plain(tcp(addr))),
-        }
-    }
-
-    /// Implicit TLS (port 465 style), verifying the sink's name `127.0.0.x`.
-    fn connect_tls(addr: SocketAddr, ca: &TestCa) -> C {
-        let tls =
-            tls_over(tcp(addr), ca.client_config(), &addr.ip().to_string()).expect("TLS handshake");
-        C {
-            r: BufReader::new(Io::Tls(Box::new(tls))),
-        }
-    }
-
-    fn try_reply(&mut self) -> Option<Reply> {
-        let mut lines = Vec::new();
-        loop {
-            let mut raw = String::new();
-            let n = self.r.read_line(&mut raw).ok()?;
-            if n == 0 {
-                return None;
-            }
-            assert!(raw.ends_with("\r\n"), "reply line without CRLF: {raw:?}");
-            let line = raw.trim_end_matches("\r\n");
-            let code: u16 = line[..3].parse().expect("reply code");
-            lines.push(line.get(4..).unwrap_or("").to_string());
-            if line.as_bytes().get(3) != Some(&b'-') {
-                return Some(Reply { code, lines });
-            }
-        }
-    }
-
-    fn reply(&mut self) -> Reply {
-        self.try_reply().expect("a reply")
-    }
-
-    fn send(&mut self, raw: &[u8]) {
-        let io = self.r.get_mut();
-        io.write_all(raw).expect("send");
-        io.flush().expect("flush");
-    }
-
-    fn cmd(&mut self, line: &str) -> Reply {
-        self.send(format!("{line}\r\n").as_bytes());
-        self.reply()
-    }
-
-    fn ok(&mut self, line: &str, code: u16) -> Reply {
-        let r = self.cmd(line);
-        assert_eq!(r.code, code, "{line} -> {r:?}");
-        r
-    }
-
-    /// True if the server closed the connection (EOF or reset) without sending anything more.
-    fn closed(&mut self) -> bool {
-        let mut rest = Vec::new();
-        match self.r.read_to_end(&mut rest) {
-            Ok(_) => rest.is_empty(),
-            Err(_) => true,
-        }
-    }
-
-    fn hello(&mut self) -> Reply {
-        assert_eq!(self.reply().code, 220);
-        self.ok("EHLO client.test", 250)
-    }
-
-    /// STARTTLS and the handshake, verifying the name `127.0.0.x` against `config`'s roots.
-    fn starttls(&mut self, config: Arc<ClientConfig>, name: &str) -> Result<(), String> {
-        self.ok("STARTTLS", 220);
-        assert!(self.r.buffer().is_empty());
-        let Io::Plain(sock) = std::mem::replace(&mut self.r, BufReader::new(Io::Gone)).into_inner()
-        else {
-            panic!("already TLS");
-        };
-        let tls = tls_over(sock, config, name)?;
-        self.r = BufReader::new(Io::Tls(Box::new(tls)));
-        Ok(())
-    }
-
-    fn transaction(&mut self, from: &str, to: &[&str], body: &str) -> Reply {
-        self.ok(&format!("MAIL FROM:{from}"), 250);
-        for t in to {
-            self.ok(&format!("RCPT TO:{t}"), 250);
-        }
-        self.ok("DATA", 354);
-        self.send(body.as_bytes());
-        self.send(b".\r\n");
-        self.reply()
-    }
-}
+use common::sink::{Script, Sink, SinkBuilder, Stage, TestCa, start_same_port};
+use common::*;
 
 // ---------------------------------------------------------------------------------------------
 // Tests
@@ -189,7 +16,7 @@ impl C {
 #[test]
 fn plain_transactions_are_recorded_raw_and_unstuffed() {
     let sink = Sink::start_default();
-    let mut c = C::connect(sink.addr);
+    let mut c = Client::connect(sink.addr);
     let ehlo = c.hello();
     for k in [
         "PIPELINING",
@@ -216,7 +43,7 @@ fn plain_transactions_are_recorded_raw_and_unstuffed() {
     c.ok("RSET", 250);
     c.ok("NOOP", 250);
     c.ok("QUIT", 221);
-    assert!(c.closed());
+    c.assert_closed();
 
     let m = sink.wait_messages(2);
     assert_eq!(m.len(), 2);
@@ -247,7 +74,7 @@ fn plain_transactions_are_recorded_raw_and_unstuffed() {
 #[test]
 fn bare_line_endings_in_data_are_flagged() {
     let sink = Sink::start_default();
-    let mut c = C::connect(sink.addr);
+    let mut c = Client::connect(sink.addr);
     c.hello();
     for body in ["a\nb\r\n", "a\rb\r\n", "clean\r\n"] {
         assert_eq!(c.transaction("<a@x.test>", &["<b@y.test>"], body).code, 250);
@@ -269,7 +96,7 @@ fn pipelined_commands_are_answered_in_order() {
     let sink = Sink::builder()
         .on_rcpt("bad@", "550 5.1.1 No such user")
         .start();
-    let mut c = C::connect(sink.addr);
+    let mut c = Client::connect(sink.addr);
     c.hello();
     c.send(b"MAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nRCPT TO:<bad@y.test>\r\nDATA\r\n");
     let codes: Vec<u16> = (0..4).map(|_| c.reply().code).collect();
@@ -280,7 +107,7 @@ fn pipelined_commands_are_answered_in_order() {
     c.send(b"second\r\n.\r\nQUIT\r\n");
     assert_eq!(c.reply().code, 250);
     assert_eq!(c.reply().code, 221);
-    assert!(c.closed());
+    c.assert_closed();
     let m = sink.wait_messages(2);
     assert_eq!(m.len(), 2);
     assert_eq!(m[0].rcpts, vec!["<b@y.test>"]);
@@ -298,11 +125,11 @@ fn starttls_then_ehlo_then_mail() {
             .starts_with("-----BEGIN CERTIFICATE-----")
     );
     let sink = Sink::builder().starttls(ca.leaf()).require_tls().start();
-    let mut c = C::connect(sink.addr);
+    let mut c = Client::connect(sink.addr);
     let ehlo = c.hello();
     assert!(ehlo.has("STARTTLS"), "{ehlo:?}");
     c.ok("MAIL FROM:<a@x.test>", 530);
-    c.starttls(ca.client_config(), "127.0.0.1")
+    c.starttls(&ca.client_config(), "127.0.0.1")
         .expect("handshake with the CA-signed leaf");
     // The session was reset: EHLO again first.
     c.ok("MAIL FROM:<a@x.test>", 503);
@@ -324,9 +151,9 @@ fn starttls_then_ehlo_then_mail() {
 
     // TLS 1.2 only, verified by DNS name with SNI.
     let sink = Sink::builder().starttls(ca.leaf()).tls12_only().start();
-    let mut c = C::connect(sink.addr);
+    let mut c = Client::connect(sink.addr);
     c.hello();
-    c.starttls(ca.client_config(), "localhost")
+    c.starttls(&ca.client_config(), "localhost")
         .expect("TLS 1.2 handshake");
     c.ok("EHLO client.test", 250);
     c.transaction("<a@x.test>", &["<b@y.test>"], "x\r\n");
@@ -339,7 +166,7 @@ fn starttls_then_ehlo_then_mail() {
         .starttls(ca.leaf())
         .on_starttls("454 4.7.0 TLS not available")
         .start();
-    let mut c = C::connect(sink.addr);
+    let mut c = Client::connect(sink.addr);
     c.hello();
     c.ok("STARTTLS", 454);
     assert_eq!(
@@ -353,7 +180,7 @@ fn starttls_then_ehlo_then_mail() {
 fn plaintext_pipelined_after_starttls_is_detected() {
     let ca = TestCa::new();
     let sink = Sink::builder().starttls(ca.leaf()).start();
-    let mut c = C::connect(sink.addr);
+    let mut c = Client::connect(sink.addr);
     c.hello();
     c.send(b"STARTTLS\r\nMAIL FROM:<evil@x.test>\r\n");
     assert_eq!(c.reply().code, 220);
@@ -374,10 +201,10 @@ fn untrusted_expired_and_misnamed_certificates_fail_the_handshake() {
         (ca.leaf_for(&["other.test"]), "not valid for name"),
     ] {
         let sink = Sink::builder().starttls(cert).start();
-        let mut c = C::connect(sink.addr);
+        let mut c = Client::connect(sink.addr);
         c.hello();
         let err = c
-            .starttls(ca.client_config(), "127.0.0.1")
+            .starttls(&ca.client_config(), "127.0.0.1")
             .expect_err("the client must reject the certificate");
         assert!(err.to_lowercase().contains(expect), "{err}");
         assert!(sink.wait_until(|s| !s.tls_errors().is_empty()));
@@ -392,7 +219,7 @@ fn implicit_tls_from_the_first_byte() {
         .bind("127.0.0.2")
         .implicit_tls(ca.leaf())
         .start();
-    let mut c = C::connect_tls(sink.addr, &ca);
+    let mut c = Client::connect_tls(sink.addr, &ca.client_config(), &sink.addr.ip().to_string());
     let ehlo = c.hello();
     assert!(!ehlo.has("STARTTLS"));
     assert_eq!(
@@ -403,7 +230,7 @@ fn implicit_tls_from_the_first_byte() {
     let m = sink.wait_messages(1);
     assert!(m[0].tls && m[0].tls_version.is_some());
     // A plaintext client gets no greeting (only a TLS alert record, then the close).
-    let mut p = tcp(sink.addr);
+    let mut p = Dial::new().tcp(sink.addr).expect("connect");
     p.write_all(b"EHLO plain.test\r\n").unwrap();
     let mut got = Vec::new();
     let _ = p.read_to_end(&mut got);
@@ -417,10 +244,10 @@ fn auth_login_and_plain_succeed_and_fail() {
         .auth("user", "secret", &["LOGIN", "PLAIN"])
         .require_auth()
         .start();
-    let b = |s: &str| base64_encode(s.as_bytes());
+    let b = |s: &str| b64(s.as_bytes());
 
     // LOGIN with prompts.
-    let mut c = C::connect(sink.addr);
+    let mut c = Client::connect(sink.addr);
     let ehlo = c.hello();
     assert!(ehlo.has("AUTH LOGIN PLAIN"), "{ehlo:?}");
     assert_eq!(
@@ -437,7 +264,7 @@ fn auth_login_and_plain_succeed_and_fail() {
     );
 
     // PLAIN with an initial response.
-    let mut c = C::connect(sink.addr);
+    let mut c = Client::connect(sink.addr);
     c.hello();
     c.ok(&format!("AUTH PLAIN {}", b("\0user\0secret")), 235);
     assert_eq!(
@@ -446,7 +273,7 @@ fn auth_login_and_plain_succeed_and_fail() {
     );
 
     // PLAIN without an initial response.
-    let mut c = C::connect(sink.addr);
+    let mut c = Client::connect(sink.addr);
     c.hello();
     c.ok("AUTH PLAIN", 334);
     c.ok(&b("\0user\0secret"), 235);
@@ -456,7 +283,7 @@ fn auth_login_and_plain_succeed_and_fail() {
     );
 
     // Failures.
-    let mut c = C::connect(sink.addr);
+    let mut c = Client::connect(sink.addr);
     c.hello();
     c.ok("AUTH LOGIN", 334);
     c.ok(&b("user"), 334);
@@ -497,7 +324,7 @@ fn scripted_replies_for_rcpt_mail_and_data() {
         .on_rcpt("bad@", "550 5.1.1 No such user")
         .on_rcpt("full@", "452 4.2.2 Mailbox full")
         .start();
-    let mut c = C::connect(sink.addr);
+    let mut c = Client::connect(sink.addr);
     c.hello();
     c.ok("MAIL FROM:<a@x.test>", 250);
     c.ok("RCPT TO:<good@y.test>", 250);
@@ -515,7 +342,7 @@ fn scripted_replies_for_rcpt_mail_and_data() {
     let sink = Sink::builder()
         .on_data("451 4.3.0 Try later\n451 4.3.0 really")
         .start();
-    let mut c = C::connect(sink.addr);
+    let mut c = Client::connect(sink.addr);
     c.hello();
     let r = c.transaction("<a@x.test>", &["<b@y.test>"], "x\r\n");
     assert_eq!(r.code, 451);
@@ -528,16 +355,16 @@ fn scripted_replies_for_rcpt_mail_and_data() {
     assert!(sink.messages().is_empty());
 
     let sink = Sink::builder().on_mail("421 4.3.2 Shutting down").start();
-    let mut c = C::connect(sink.addr);
+    let mut c = Client::connect(sink.addr);
     c.hello();
     c.ok("MAIL FROM:<a@x.test>", 421);
-    assert!(c.closed());
+    c.assert_closed();
 }
 
 #[test]
 fn drop_at_data_and_at_end_of_data() {
     let sink = Sink::builder().drop_at(Stage::Data).start();
-    let mut c = C::connect(sink.addr);
+    let mut c = Client::connect(sink.addr);
     c.hello();
     c.ok("MAIL FROM:<a@x.test>", 250);
     c.ok("RCPT TO:<b@y.test>", 250);
@@ -546,7 +373,7 @@ fn drop_at_data_and_at_end_of_data() {
     assert!(sink.transactions().is_empty());
 
     let sink = Sink::builder().drop_at(Stage::EndOfData).start();
-    let mut c = C::connect(sink.addr);
+    let mut c = Client::connect(sink.addr);
     c.hello();
     c.ok("MAIL FROM:<a@x.test>", 250);
     c.ok("RCPT TO:<b@y.test>", 250);
@@ -561,7 +388,7 @@ fn drop_at_data_and_at_end_of_data() {
 
     for stage in [Stage::Connect, Stage::Ehlo, Stage::Mail, Stage::Rcpt] {
         let sink = Sink::builder().drop_at(stage).start();
-        let mut c = C::connect(sink.addr);
+        let mut c = Client::connect(sink.addr);
         if stage == Stage::Connect {
             assert!(c.try_reply().is_none());
             continue;
@@ -591,19 +418,19 @@ fn first_connections_fail_then_later_ones_succeed() {
         .answers_for_first(1, Script::new().on_data("451 4.3.0 later"))
         .start();
     for _ in 0..2 {
-        let mut c = C::connect(sink.addr);
+        let mut c = Client::connect(sink.addr);
         let g = c.reply();
         assert_eq!((g.code, g.lines[0].as_str()), (421, "4.3.2 busy"));
-        assert!(c.closed());
+        c.assert_closed();
     }
-    let mut c = C::connect(sink.addr);
+    let mut c = Client::connect(sink.addr);
     c.hello();
     assert_eq!(
         c.transaction("<a@x.test>", &["<b@y.test>"], "x\r\n").code,
         451
     );
     // The default script again from the 4th connection on.
-    let mut c = C::connect(sink.addr);
+    let mut c = Client::connect(sink.addr);
     c.hello();
     assert_eq!(
         c.transaction("<a@x.test>", &["<b@y.test>"], "x\r\n").code,
@@ -619,7 +446,7 @@ fn first_connections_fail_then_later_ones_succeed() {
 #[test]
 fn no_ehlo_forces_helo() {
     let sink = Sink::builder().no_ehlo().start();
-    let mut c = C::connect(sink.addr);
+    let mut c = Client::connect(sink.addr);
     assert_eq!(c.reply().code, 220);
     c.ok("EHLO client.test", 502);
     c.ok("MAIL FROM:<a@x.test>", 503);
@@ -646,7 +473,7 @@ fn sinks_on_several_loopback_ips_share_one_port() {
     assert_eq!(sinks[0].addr.port(), sinks[1].addr.port());
     assert_eq!(sinks[0].addr.ip().to_string(), "127.0.0.2");
     assert_eq!(sinks[1].addr.ip().to_string(), "127.0.0.3");
-    let mut c = C::connect(sinks[1].addr);
+    let mut c = Client::connect(sinks[1].addr);
     let g = c.reply();
     assert!(g.lines[0].starts_with("mx3.test"), "{g:?}");
     let ehlo = c.ok("EHLO client.test", 250);
@@ -659,11 +486,40 @@ fn sinks_on_several_loopback_ips_share_one_port() {
 fn dropping_the_sink_closes_open_connections() {
     let sink = Sink::start_default();
     let addr = sink.addr;
-    let mut c = C::connect(addr);
+    let mut c = Client::connect(addr);
     c.hello();
     assert_eq!(sink.wait_connections(1), 1);
     drop(sink);
-    assert!(c.closed());
+    c.assert_closed();
     // The listener is gone too.
     assert!(TcpStream::connect_timeout(&addr, WAIT).is_err());
+}
+
+#[test]
+fn count_only_keeps_the_count_and_the_time_and_nothing_else() {
+    let sink = Sink::builder()
+        .hostname("sink.load.test")
+        .ehlo_extensions(["PIPELINING", "8BITMIME", "SIZE 104857600"])
+        .count_only()
+        .start();
+    let before = std::time::Instant::now();
+    let mut c = Client::connect(sink.addr);
+    let ehlo = c.hello();
+    assert!(ehlo.has("SIZE 104857600"), "{ehlo:?}");
+    // Pipelined, two transactions: the replies come in order.
+    c.send(b"MAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nDATA\r\n");
+    let codes: Vec<u16> = (0..3).map(|_| c.reply().code).collect();
+    assert_eq!(codes, vec![250, 250, 354]);
+    c.send(b"one\r\n..two\r\n.\r\n");
+    assert_eq!(c.reply().code, 250);
+    assert_eq!(
+        c.transaction("<a@x.test>", &["<b@y.test>"], "second\r\n")
+            .code,
+        250
+    );
+    c.ok("QUIT", 221);
+    assert!(sink.wait_until(|s| s.count() == 2));
+    assert!(sink.last_at() >= before, "the time of the last message");
+    assert!(sink.transactions().is_empty() && sink.commands().is_empty());
+    assert_eq!(sink.connections(), 1);
 }

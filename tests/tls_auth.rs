@@ -9,16 +9,12 @@ use common::sink::TestCa;
 use common::*;
 
 use std::fs;
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::io::{Read, Write};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rustls::pki_types::ServerName;
-use rustls::{ClientConfig, ClientConnection, StreamOwned};
-use socket2::{Domain, Protocol, Socket, Type};
+use rustls::ClientConfig;
 
 /// The server's name in the test configuration, and the name in its certificate.
 const HOST: &str = "mx.mailroot.test";
@@ -27,276 +23,25 @@ const USER: &str = "scanner";
 const PASS: &str = "s3cr3t-pw";
 
 // ---------------------------------------------------------------------------------------------
-// An SMTP client that can move into TLS.
-
-enum Io {
-    Plain(TcpStream),
-    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
-}
-
-impl Read for Io {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Io::Plain(s) => s.read(buf),
-            Io::Tls(s) => s.read(buf),
-        }
-    }
-}
-
-impl Write for Io {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Io::Plain(s) => s.write(buf),
-            Io::Tls(s) => s.write(buf),
-        }
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Io::Plain(s) => s.flush(),
-            Io::Tls(s) => s.flush(),
-        }
-    }
-}
-
-/// Runs the client side of a TLS handshake for HOST over `tcp` (its read timeout bounds each step).
-fn handshake(tcp: TcpStream, cfg: &Arc<ClientConfig>) -> StreamOwned<ClientConnection, TcpStream> {
-    let name = ServerName::try_from(HOST).unwrap();
-    let conn = ClientConnection::new(cfg.clone(), name).unwrap();
-    let mut s = StreamOwned::new(conn, tcp);
-    while s.conn.is_handshaking() {
-        s.conn
-            .complete_io(&mut s.sock)
-            .unwrap_or_else(|e| panic!("TLS handshake failed: {e}"));
-    }
-    s
-}
-
-fn tcp_from(src: &str, dst: SocketAddr) -> TcpStream {
-    let ip: IpAddr = src.parse().expect("source address");
-    let sock = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).expect("socket");
-    sock.bind(&SocketAddr::new(ip, 0).into())
-        .unwrap_or_else(|e| panic!("bind {src}: {e}"));
-    sock.connect_timeout(&dst.into(), WAIT).expect("connect");
-    let stream: TcpStream = sock.into();
-    assert_eq!(stream.local_addr().unwrap().ip(), ip);
-    stream.set_read_timeout(Some(WAIT)).unwrap();
-    stream.set_write_timeout(Some(WAIT)).unwrap();
-    stream
-}
-
-struct Smtp {
-    r: BufReader<Io>,
-}
-
-impl Smtp {
-    fn new(io: Io) -> Smtp {
-        Smtp {
-            r: BufReader::new(io),
-        }
-    }
-
-    /// A plain connection from 127.0.0.1.
-    fn connect(addr: SocketAddr) -> Smtp {
-        Smtp::connect_from("127.0.0.1", addr)
-    }
-
-    /// A plain connection from another loopback address.
-    fn connect_from(src: &str, addr: SocketAddr) -> Smtp {
-        Smtp::new(Io::Plain(tcp_from(src, addr)))
-    }
-
-    /// A connection to an implicit-TLS port: the handshake comes first.
-    fn connect_tls(src: &str, addr: SocketAddr, cfg: &Arc<ClientConfig>) -> Smtp {
-        Smtp::new(Io::Tls(Box::new(handshake(tcp_from(src, addr), cfg))))
-    }
-
-    fn try_reply(&mut self) -> Option<Reply> {
-        let mut lines = Vec::new();
-        loop {
-            let mut raw = Vec::new();
-            let n = self.r.read_until(b'\n', &mut raw).ok()?;
-            if n == 0 {
-                return None;
-            }
-            let line = String::from_utf8_lossy(&raw).to_string();
-            assert!(line.ends_with("\r\n"), "reply line without CRLF: {line:?}");
-            let line = line.trim_end_matches("\r\n");
-            assert!(line.len() >= 3, "short reply line {line:?}");
-            let code: u16 = line[..3].parse().expect("reply code");
-            let sep = line.as_bytes().get(3).copied().unwrap_or(b' ');
-            lines.push(line.get(4..).unwrap_or("").to_string());
-            if sep != b'-' {
-                return Some(Reply { code, lines });
-            }
-        }
-    }
-
-    fn reply(&mut self) -> Reply {
-        self.try_reply().expect("a reply")
-    }
-
-    fn send(&mut self, raw: &[u8]) {
-        let io = self.r.get_mut();
-        io.write_all(raw).expect("send");
-        io.flush().expect("flush");
-    }
-
-    fn cmd(&mut self, line: &str) -> Reply {
-        self.send(format!("{line}\r\n").as_bytes());
-        self.reply()
-    }
-
-    fn ok(&mut self, line: &str, code: u16) -> Reply {
-        let r = self.cmd(line);
-        assert_eq!(r.code, code, "{line} -> {r:?}");
-        r
-    }
-
-    /// Sends `line` and asserts that the (last line of the) reply starts with `want`.
-    fn expect(&mut self, line: &str, want: &str) -> Reply {
-        let r = self.cmd(line);
-        assert!(r.last().starts_with(want), "{line} -> {r:?}, want {want:?}");
-        r
-    }
-
-    fn greeting(&mut self) {
-        let g = self.reply();
-        assert_eq!(g.code, 220, "{g:?}");
-    }
-
-    /// EHLO; returns the extension lines.
-    fn ehlo(&mut self) -> Vec<String> {
-        self.ok("EHLO client.test", 250).lines
-    }
-
-    /// STARTTLS, 220, then the handshake.
-    fn starttls(mut self, cfg: &Arc<ClientConfig>) -> Smtp {
-        let r = self.cmd("STARTTLS");
-        assert_eq!(r.last(), "220 2.0.0 Ready to start TLS", "{r:?}");
-        self.upgrade(cfg)
-    }
-
-    /// Moves the connection into TLS (after a 220 to STARTTLS).
-    fn upgrade(self, cfg: &Arc<ClientConfig>) -> Smtp {
-        assert!(
-            self.r.buffer().is_empty(),
-            "the server sent plaintext after its 220: {:?}",
-            String::from_utf8_lossy(self.r.buffer())
-        );
-        let Io::Plain(tcp) = self.r.into_inner() else {
-            panic!("already in TLS")
-        };
-        Smtp::new(Io::Tls(Box::new(handshake(tcp, cfg))))
-    }
-
-    /// The negotiated TLS version and cipher suite, as rustls names them.
-    fn tls_info(&self) -> (String, String) {
-        let Io::Tls(s) = self.r.get_ref() else {
-            panic!("not in TLS")
-        };
-        (
-            format!("{:?}", s.conn.protocol_version().unwrap()),
-            format!("{:?}", s.conn.negotiated_cipher_suite().unwrap().suite()),
-        )
-    }
-
-    /// Asserts that the server closes the connection (EOF or reset), with nothing more to say.
-    fn assert_closed(&mut self) {
-        let mut buf = [0u8; 512];
-        match self.r.read(&mut buf) {
-            Ok(0) => {}
-            Ok(n) => panic!(
-                "expected the server to close; it sent {:?}",
-                String::from_utf8_lossy(&buf[..n])
-            ),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                panic!("the server did not close the connection within {WAIT:?}")
-            }
-            Err(_) => {} // reset, or TCP closed without close_notify: closed all the same
-        }
-    }
-
-    /// A whole transaction; returns the reply to the end of data.
-    fn send_mail(&mut self, from: &str, to: &[&str], body: &str) -> Reply {
-        self.ok(&format!("MAIL FROM:<{from}>"), 250);
-        for t in to {
-            self.ok(&format!("RCPT TO:<{t}>"), 250);
-        }
-        self.ok("DATA", 354);
-        self.send(body.as_bytes());
-        self.send(b"\r\n.\r\n");
-        self.reply()
-    }
-
-    fn quit(mut self) {
-        self.ok("QUIT", 221);
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
 // Helpers.
-
-fn b64(data: &[u8]) -> String {
-    mailroot::smtp::sasl::encode(data)
-}
 
 /// The AUTH PLAIN response for `user` and `pass` (no authorization identity).
 fn plain(user: &str, pass: &str) -> String {
     b64(format!("\0{user}\0{pass}").as_bytes())
 }
 
-/// What a finished process said.
-struct Output {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs the mailroot binary with `args`, `stdin` as its standard input; bounded by WAIT.
-fn run(args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(bin())
-        .args(args)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run mailroot");
-    {
-        let mut input = child.stdin.take().unwrap();
-        let _ = input.write_all(stdin.as_bytes());
-    }
-    let mut so = child.stdout.take().unwrap();
-    let mut se = child.stderr.take().unwrap();
-    let out = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = so.read_to_string(&mut s);
-        s
-    });
-    let err = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = se.read_to_string(&mut s);
-        s
-    });
-    let status = wait_exit(&mut child);
-    Output {
-        ok: status.success(),
-        stdout: out.join().unwrap(),
-        stderr: err.join().unwrap(),
-    }
-}
-
 fn add_user(conf: &Path, name: &str, pass: &str) {
-    let o = run(
+    let o = run_bin(
         &["user", "add", name, "--config", conf.to_str().unwrap()],
-        &format!("{pass}\n"),
+        None,
+        Some(&format!("{pass}\n")),
     );
-    assert!(o.ok, "user add {name} failed:\n{}\n{}", o.stdout, o.stderr);
+    assert!(
+        o.ok(),
+        "user add {name} failed:\n{}\n{}",
+        o.stdout,
+        o.stderr
+    );
 }
 
 /// Starts a server from `b` in a fresh folder: with a certificate signed by `ca` (as cert.pem and
@@ -320,10 +65,6 @@ fn start(b: Builder, ca: Option<&TestCa>, user: bool) -> Server {
     Server::start_in(dir, &ini)
 }
 
-fn read(p: &Path) -> String {
-    String::from_utf8_lossy(&fs::read(p).unwrap()).into_owned()
-}
-
 /// The first Received header of a stored message, unfolded.
 fn received(text: &str) -> String {
     let start = text
@@ -344,44 +85,26 @@ fn received(text: &str) -> String {
 fn one_message(srv: &Server, folder: &str) -> String {
     let f = srv.wait_files(folder, 1);
     assert_eq!(f.len(), 1, "{folder}: {f:?}\n{}", srv.log_text());
-    read(&f[0])
+    read_text(&f[0])
 }
 
-/// W3C log data lines, split into fields.
-fn w3c_records(text: &str) -> Vec<Vec<String>> {
-    text.split("\r\n")
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(|l| l.split(' ').map(str::to_string).collect())
-        .collect()
+/// Waits until the W3C log records of instance 1 satisfy `done`.
+fn wait_records(srv: &Server, done: impl Fn(&[Vec<String>]) -> bool) -> Vec<Vec<String>> {
+    w3c_records(&srv.wait_w3c(1, |t| done(&w3c_records(t))))
 }
 
-/// Waits until the W3C log of instance 1 satisfies `done`.
-fn wait_w3c(srv: &Server, done: impl Fn(&[Vec<String>]) -> bool) -> Vec<Vec<String>> {
-    let until = Instant::now() + WAIT;
-    loop {
-        let recs = w3c_records(&srv.w3c_log(1));
-        if done(&recs) {
-            return recs;
-        }
-        assert!(
-            Instant::now() < until,
-            "the W3C log never got there:\n{}",
-            srv.w3c_log(1)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn has(lines: &[String], ext: &str) -> bool {
-    lines.iter().any(|l| l.eq_ignore_ascii_case(ext))
+/// STARTTLS, answered `220 2.0.0 Ready to start TLS`, and the handshake for HOST.
+fn starttls(c: &mut Client, cfg: &Arc<ClientConfig>) {
+    let r = c.starttls(cfg, HOST).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.last(), "220 2.0.0 Ready to start TLS", "{r:?}");
 }
 
 /// Greeting, EHLO, STARTTLS and the new EHLO: a client inside TLS, ready for a transaction.
-fn tls_session(srv: &Server, src: &str, cfg: &Arc<ClientConfig>) -> Smtp {
-    let mut c = Smtp::connect_from(src, srv.addr());
+fn tls_session(srv: &Server, src: &str, cfg: &Arc<ClientConfig>) -> Client {
+    let mut c = Client::connect_from(src, srv.addr());
     c.greeting();
     c.ehlo();
-    let mut c = c.starttls(cfg);
+    starttls(&mut c, cfg);
     c.ehlo();
     c
 }
@@ -392,13 +115,10 @@ fn tls_session(srv: &Server, src: &str, cfg: &Arc<ClientConfig>) -> Smtp {
 #[test]
 fn starttls_is_not_offered_without_a_certificate() {
     let srv = start(Builder::new(), None, false);
-    let mut c = Smtp::connect(srv.addr());
+    let mut c = Client::connect(srv.addr());
     c.greeting();
     let ext = c.ehlo();
-    assert!(
-        !has(&ext, "STARTTLS"),
-        "no certificate, no STARTTLS: {ext:?}"
-    );
+    assert!(!ext.has("STARTTLS"), "no certificate, no STARTTLS: {ext:?}");
     let r = c.cmd("STARTTLS");
     assert_ne!(
         r.code, 220,
@@ -414,20 +134,17 @@ fn starttls_restarts_the_session_and_the_message_records_tls() {
     let ca = TestCa::new();
     let cfg = ca.client_config();
     let srv = start(Builder::new(), Some(&ca), false);
-    let mut c = Smtp::connect(srv.addr());
+    let mut c = Client::connect(srv.addr());
     c.greeting();
     let ext = c.ehlo();
-    assert!(has(&ext, "STARTTLS"), "certificate loaded: {ext:?}");
+    assert!(ext.has("STARTTLS"), "certificate loaded: {ext:?}");
     // A transaction begun in plaintext does not survive the handshake.
     c.ok("MAIL FROM:<before@example.test>", 250);
-    let mut c = c.starttls(&cfg);
-    c.expect("MAIL FROM:<a@example.test>", "503 ");
+    starttls(&mut c, &cfg);
+    c.expect_prefix("MAIL FROM:<a@example.test>", "503 ");
     let ext = c.ehlo();
-    assert!(
-        !has(&ext, "STARTTLS"),
-        "STARTTLS offered inside TLS: {ext:?}"
-    );
-    c.expect("RCPT TO:<rcpt@local.test>", "503 5.5.1 Need mail command");
+    assert!(!ext.has("STARTTLS"), "STARTTLS offered inside TLS: {ext:?}");
+    c.expect_prefix("RCPT TO:<rcpt@local.test>", "503 5.5.1 Need mail command");
     c.ok("STARTTLS", 503);
     let (version, cipher) = c.tls_info();
     assert!(
@@ -458,21 +175,21 @@ fn commands_pipelined_after_starttls_are_discarded() {
     let ca = TestCa::new();
     let cfg = ca.client_config();
     let srv = start(Builder::new(), Some(&ca), false);
-    let mut c = Smtp::connect(srv.addr());
+    let mut c = Client::connect(srv.addr());
     c.greeting();
     c.ehlo();
     // CVE-2011-0411: the MAIL travels in plaintext with STARTTLS, in one segment.
     c.send(b"STARTTLS\r\nMAIL FROM:<x@evil.test>\r\n");
     let r = c.reply();
     assert_eq!(r.last(), "220 2.0.0 Ready to start TLS", "{r:?}");
-    let mut c = c.upgrade(&cfg);
+    c.upgrade(&cfg, HOST).unwrap_or_else(|e| panic!("{e}"));
     // If the injected MAIL had run inside TLS, its reply would come before the EHLO's.
     let ext = c.ehlo();
     assert!(
-        ext[0].starts_with(HOST),
+        ext.lines[0].starts_with(HOST),
         "first reply inside TLS is not the EHLO's: {ext:?}"
     );
-    c.expect("RCPT TO:<rcpt@local.test>", "503 5.5.1 Need mail command");
+    c.expect_prefix("RCPT TO:<rcpt@local.test>", "503 5.5.1 Need mail command");
     // The session is sound: a fresh transaction works.
     let r = c.send_mail("ok@example.test", &["rcpt@local.test"], &message("clean"));
     assert_eq!(r.code, 250, "{r:?}");
@@ -502,10 +219,10 @@ fn implicit_tls_on_secure_bindings() {
     assert_ne!(secure, srv.addr());
 
     // TLS from the first byte: the greeting comes inside TLS.
-    let mut c = Smtp::connect_tls("127.0.0.1", secure, &cfg);
+    let mut c = Client::connect_tls(secure, &cfg, HOST);
     c.greeting();
     let ext = c.ehlo();
-    assert!(!has(&ext, "STARTTLS"), "already in TLS: {ext:?}");
+    assert!(!ext.has("STARTTLS"), "already in TLS: {ext:?}");
     let (version, _) = c.tls_info();
     let r = c.send_mail(
         "sender@example.test",
@@ -520,7 +237,7 @@ fn implicit_tls_on_secure_bindings() {
     assert!(rcv.contains(&version), "{rcv}");
 
     // A plaintext client on the secure port never gets a plaintext greeting.
-    let mut raw = tcp_from("127.0.0.1", secure);
+    let mut raw = Dial::new().tcp(secure).expect("connect");
     raw.write_all(b"EHLO plain.test\r\n").unwrap();
     let mut got = Vec::new();
     let _ = raw.read_to_end(&mut got);
@@ -531,9 +248,9 @@ fn implicit_tls_on_secure_bindings() {
     );
 
     // The plain binding still offers STARTTLS.
-    let mut p = Smtp::connect(srv.addr());
+    let mut p = Client::connect(srv.addr());
     p.greeting();
-    assert!(has(&p.ehlo(), "STARTTLS"));
+    assert!(p.ehlo().has("STARTTLS"));
     p.quit();
 }
 
@@ -545,9 +262,9 @@ fn refused(dir: &TempDir, ini: &str, needle: &str) {
     let conf = dir.path().join("smtpsvc.ini");
     fs::write(&conf, ini).unwrap();
     let conf = conf.to_str().unwrap();
-    let check = run(&["check", "--config", conf], "");
+    let check = run_bin(&["check", "--config", conf], None, Some(""));
     assert!(
-        !check.ok,
+        !check.ok(),
         "check accepted a configuration that must fail ({needle}):\n{}",
         check.stdout
     );
@@ -556,8 +273,8 @@ fn refused(dir: &TempDir, ini: &str, needle: &str) {
         "check must name {needle}: {}",
         check.stderr
     );
-    let serve = run(&["serve", "--config", conf], "");
-    assert!(!serve.ok, "serve started with {needle}: {}", serve.stderr);
+    let serve = run_bin(&["serve", "--config", conf], None, Some(""));
+    assert!(!serve.ok(), "serve started with {needle}: {}", serve.stderr);
     assert!(
         serve.stderr.contains(needle),
         "serve must name {needle}: {}",
@@ -588,8 +305,12 @@ fn bad_certificate_or_key_files_are_start_up_errors() {
     // The control: the matching pair is accepted.
     let conf = dir.path().join("smtpsvc.ini");
     fs::write(&conf, with("cert.pem", "key.pem")).unwrap();
-    let good = run(&["check", "--config", conf.to_str().unwrap()], "");
-    assert!(good.ok, "a good certificate refused: {}", good.stderr);
+    let good = run_bin(
+        &["check", "--config", conf.to_str().unwrap()],
+        None,
+        Some(""),
+    );
+    assert!(good.ok(), "a good certificate refused: {}", good.stderr);
 
     refused(
         &dir,
@@ -609,15 +330,23 @@ fn bad_certificate_or_key_files_are_start_up_errors() {
     // A key that does not belong to the certificate: one of the two files is named.
     let ini = with("cert.pem", "other-key.pem");
     fs::write(&conf, &ini).unwrap();
-    let check = run(&["check", "--config", conf.to_str().unwrap()], "");
-    assert!(!check.ok, "a key that does not match was accepted");
+    let check = run_bin(
+        &["check", "--config", conf.to_str().unwrap()],
+        None,
+        Some(""),
+    );
+    assert!(!check.ok(), "a key that does not match was accepted");
     assert!(
         check.stderr.contains("other-key.pem") || check.stderr.contains("cert.pem"),
         "{}",
         check.stderr
     );
-    let serve = run(&["serve", "--config", conf.to_str().unwrap()], "");
-    assert!(!serve.ok, "serve started with a key that does not match");
+    let serve = run_bin(
+        &["serve", "--config", conf.to_str().unwrap()],
+        None,
+        Some(""),
+    );
+    assert!(!serve.ok(), "serve started with a key that does not match");
 }
 
 #[test]
@@ -648,17 +377,17 @@ fn require_tls_refuses_mail_rcpt_data_and_auth_before_starttls() {
         true,
     );
     let must = "530 5.7.0 Must issue a STARTTLS command first";
-    let mut c = Smtp::connect(srv.addr());
+    let mut c = Client::connect(srv.addr());
     c.greeting();
-    assert!(has(&c.ehlo(), "STARTTLS"));
-    c.expect("MAIL FROM:<a@example.test>", must);
-    c.expect("RCPT TO:<rcpt@local.test>", must);
-    c.expect("DATA", must);
-    c.expect(&format!("AUTH PLAIN {}", plain(USER, PASS)), must);
-    c.expect("AUTH LOGIN", must);
-    let mut c = c.starttls(&cfg);
+    assert!(c.ehlo().has("STARTTLS"));
+    c.expect_prefix("MAIL FROM:<a@example.test>", must);
+    c.expect_prefix("RCPT TO:<rcpt@local.test>", must);
+    c.expect_prefix("DATA", must);
+    c.expect_prefix(&format!("AUTH PLAIN {}", plain(USER, PASS)), must);
+    c.expect_prefix("AUTH LOGIN", must);
+    starttls(&mut c, &cfg);
     c.ehlo();
-    c.expect(
+    c.expect_prefix(
         &format!("AUTH PLAIN {}", plain(USER, PASS)),
         "235 2.7.0 Authentication successful",
     );
@@ -689,8 +418,8 @@ fn user_command_keeps_hashes_and_the_server_follows_the_file() {
     add_user(&conf, USER, PASS);
     add_user(&conf, "printer", "another-Pass-7");
 
-    let list = run(&["user", "list", "--config", &c], "");
-    assert!(list.ok, "{}", list.stderr);
+    let list = run_bin(&["user", "list", "--config", &c], None, Some(""));
+    assert!(list.ok(), "{}", list.stderr);
     let names: Vec<&str> = list.stdout.lines().map(str::trim).collect();
     assert!(names.contains(&USER), "{names:?}");
     assert!(names.contains(&"printer"), "{names:?}");
@@ -709,17 +438,17 @@ fn user_command_keeps_hashes_and_the_server_follows_the_file() {
 
     let srv = Server::start_in(dir, &ini);
     let auth = |want: &str| {
-        let mut s = Smtp::connect(srv.addr());
+        let mut s = Client::connect(srv.addr());
         s.greeting();
         s.ehlo();
-        s.expect(&format!("AUTH PLAIN {}", plain(USER, PASS)), want);
+        s.expect_prefix(&format!("AUTH PLAIN {}", plain(USER, PASS)), want);
         s.quit();
     };
     auth("235 2.7.0 Authentication successful");
 
-    let del = run(&["user", "del", USER, "--config", &c], "");
-    assert!(del.ok, "{}", del.stderr);
-    let list = run(&["user", "list", "--config", &c], "");
+    let del = run_bin(&["user", "del", USER, "--config", &c], None, Some(""));
+    assert!(del.ok(), "{}", del.stderr);
+    let list = run_bin(&["user", "list", "--config", &c], None, Some(""));
     let names: Vec<&str> = list.stdout.lines().map(str::trim).collect();
     assert!(!names.contains(&USER), "{names:?}");
     assert!(names.contains(&"printer"), "{names:?}");
@@ -728,8 +457,8 @@ fn user_command_keeps_hashes_and_the_server_follows_the_file() {
     // The running server follows the file: the deleted user can no longer log in.
     auth("535 5.7.8 Authentication credentials invalid");
 
-    let again = run(&["user", "del", USER, "--config", &c], "");
-    assert!(!again.ok, "deleting a user that is not there must fail");
+    let again = run_bin(&["user", "del", USER, "--config", &c], None, Some(""));
+    assert!(!again.ok(), "deleting a user that is not there must fail");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -740,19 +469,20 @@ fn auth_is_offered_only_inside_tls() {
     let ca = TestCa::new();
     let cfg = ca.client_config();
     let srv = start(Builder::new().key("AuthFlags", "3"), Some(&ca), true);
-    let mut c = Smtp::connect(srv.addr());
+    let mut c = Client::connect(srv.addr());
     c.greeting();
     let ext = c.ehlo();
     assert!(
-        !ext.iter()
+        !ext.lines
+            .iter()
             .any(|l| l.to_ascii_uppercase().starts_with("AUTH")),
         "AUTH offered in plaintext: {ext:?}"
     );
-    c.expect(&format!("AUTH PLAIN {}", plain(USER, PASS)), "538 5.7.11");
-    let mut c = c.starttls(&cfg);
+    c.expect_prefix(&format!("AUTH PLAIN {}", plain(USER, PASS)), "538 5.7.11");
+    starttls(&mut c, &cfg);
     let ext = c.ehlo();
-    assert!(has(&ext, "AUTH LOGIN PLAIN"), "{ext:?}");
-    c.expect(
+    assert!(ext.has("AUTH LOGIN PLAIN"), "{ext:?}");
+    c.expect_prefix(
         &format!("AUTH PLAIN {}", plain(USER, PASS)),
         "235 2.7.0 Authentication successful",
     );
@@ -769,12 +499,12 @@ fn allow_plaintext_auth_offers_auth_before_tls() {
         Some(&ca),
         true,
     );
-    let mut c = Smtp::connect(srv.addr());
+    let mut c = Client::connect(srv.addr());
     c.greeting();
     let ext = c.ehlo();
-    assert!(has(&ext, "STARTTLS"), "{ext:?}");
-    assert!(has(&ext, "AUTH LOGIN PLAIN"), "{ext:?}");
-    c.expect(
+    assert!(ext.has("STARTTLS"), "{ext:?}");
+    assert!(ext.has("AUTH LOGIN PLAIN"), "{ext:?}");
+    c.expect_prefix(
         &format!("AUTH PLAIN {}", plain(USER, PASS)),
         "235 2.7.0 Authentication successful",
     );
@@ -791,7 +521,7 @@ fn auth_plain_and_login_inside_tls() {
 
     // PLAIN with an initial response; then a second AUTH is out of sequence.
     let mut c = tls_session(&srv, "127.0.0.1", &cfg);
-    c.expect(&format!("AUTH PLAIN {}", plain(USER, PASS)), ok);
+    c.expect_prefix(&format!("AUTH PLAIN {}", plain(USER, PASS)), ok);
     let r = c.cmd(&format!("AUTH PLAIN {}", plain(USER, PASS)));
     assert_eq!(r.code, 503, "second AUTH: {r:?}");
     c.quit();
@@ -801,14 +531,14 @@ fn auth_plain_and_login_inside_tls() {
     let r = c.cmd("AUTH PLAIN");
     assert_eq!(r.code, 334, "{r:?}");
     assert_eq!(r.lines, vec![String::new()], "an empty challenge: {r:?}");
-    c.expect(&plain(USER, PASS), ok);
+    c.expect_prefix(&plain(USER, PASS), ok);
     c.quit();
 
     // LOGIN.
     let mut c = tls_session(&srv, "127.0.0.1", &cfg);
-    c.expect("AUTH LOGIN", "334 VXNlcm5hbWU6");
-    c.expect(&b64(USER.as_bytes()), "334 UGFzc3dvcmQ6");
-    c.expect(&b64(PASS.as_bytes()), ok);
+    c.expect_prefix("AUTH LOGIN", "334 VXNlcm5hbWU6");
+    c.expect_prefix(&b64(USER.as_bytes()), "334 UGFzc3dvcmQ6");
+    c.expect_prefix(&b64(PASS.as_bytes()), ok);
     c.quit();
 
     // A wrong password and an unknown user get the same answer.
@@ -821,23 +551,23 @@ fn auth_plain_and_login_inside_tls() {
     assert_eq!(unknown.last(), bad, "{unknown:?}");
     c.quit();
     let mut c = tls_session(&srv, "127.0.0.1", &cfg);
-    c.expect("AUTH LOGIN", "334 VXNlcm5hbWU6");
-    c.expect(&b64(b"nobody"), "334 UGFzc3dvcmQ6");
-    c.expect(&b64(PASS.as_bytes()), bad);
+    c.expect_prefix("AUTH LOGIN", "334 VXNlcm5hbWU6");
+    c.expect_prefix(&b64(b"nobody"), "334 UGFzc3dvcmQ6");
+    c.expect_prefix(&b64(PASS.as_bytes()), bad);
     c.quit();
 
     // `*` cancels, bad base64 is refused, and the session can still log in afterwards.
     let mut c = tls_session(&srv, "127.0.0.1", &cfg);
-    c.expect("AUTH LOGIN", "334 ");
+    c.expect_prefix("AUTH LOGIN", "334 ");
     let r = c.cmd("*");
     assert_eq!(r.code, 501, "cancel: {r:?}");
-    c.expect("AUTH PLAIN", "334");
+    c.expect_prefix("AUTH PLAIN", "334");
     let r = c.cmd("*");
     assert_eq!(r.code, 501, "cancel: {r:?}");
-    c.expect("AUTH PLAIN !!!not-base64!!!", "501 5.5.2");
-    c.expect("AUTH LOGIN", "334 VXNlcm5hbWU6");
-    c.expect("@@@@", "501 5.5.2");
-    c.expect(&format!("AUTH PLAIN {}", plain(USER, PASS)), ok);
+    c.expect_prefix("AUTH PLAIN !!!not-base64!!!", "501 5.5.2");
+    c.expect_prefix("AUTH LOGIN", "334 VXNlcm5hbWU6");
+    c.expect_prefix("@@@@", "501 5.5.2");
+    c.expect_prefix(&format!("AUTH PLAIN {}", plain(USER, PASS)), ok);
     c.quit();
 }
 
@@ -855,9 +585,9 @@ fn relay_for_authenticated_users() {
     // Not in RelayIpList and not logged in: no relay.
     let mut c = tls_session(&srv, "127.0.0.2", &cfg);
     c.ok("MAIL FROM:<scan@local.test>", 250);
-    c.expect("RCPT TO:<far@remote.example>", "550 5.7.1 Unable to relay");
+    c.expect_prefix("RCPT TO:<far@remote.example>", "550 5.7.1 Unable to relay");
     c.ok("RSET", 250);
-    c.expect(
+    c.expect_prefix(
         &format!("AUTH PLAIN {}", plain(USER, PASS)),
         "235 2.7.0 Authentication successful",
     );
@@ -880,12 +610,12 @@ fn relay_for_authenticated_users() {
         true,
     );
     let mut c = tls_session(&srv, "127.0.0.2", &cfg);
-    c.expect(
+    c.expect_prefix(
         &format!("AUTH PLAIN {}", plain(USER, PASS)),
         "235 2.7.0 Authentication successful",
     );
     c.ok("MAIL FROM:<scan@local.test>", 250);
-    c.expect("RCPT TO:<far@remote.example>", "550 5.7.1 Unable to relay");
+    c.expect_prefix("RCPT TO:<far@remote.example>", "550 5.7.1 Unable to relay");
     // Local mail still goes.
     c.ok("RCPT TO:<rcpt@local.test>", 250);
     c.quit();
@@ -898,11 +628,11 @@ fn auth_flags_2_requires_authentication() {
     let cfg = ca.client_config();
     let srv = start(Builder::new().key("AuthFlags", "2"), Some(&ca), true);
     let mut c = tls_session(&srv, "127.0.0.1", &cfg);
-    c.expect(
+    c.expect_prefix(
         "MAIL FROM:<a@example.test>",
         "530 5.7.0 Authentication required",
     );
-    c.expect(
+    c.expect_prefix(
         &format!("AUTH PLAIN {}", plain(USER, PASS)),
         "235 2.7.0 Authentication successful",
     );
@@ -921,12 +651,12 @@ fn authenticated_message_trace_and_protocol_log() {
     let ca = TestCa::new();
     let cfg = ca.client_config();
     let srv = start(Builder::new().key("AuthFlags", "3"), Some(&ca), true);
-    let mut c = Smtp::connect(srv.addr());
+    let mut c = Client::connect(srv.addr());
     c.greeting();
     c.ehlo();
-    let mut c = c.starttls(&cfg);
+    starttls(&mut c, &cfg);
     c.ehlo();
-    c.expect(
+    c.expect_prefix(
         &format!("AUTH PLAIN {}", plain(USER, PASS)),
         "235 2.7.0 Authentication successful",
     );
@@ -938,7 +668,7 @@ fn authenticated_message_trace_and_protocol_log() {
     assert!(rcv.contains(" with ESMTPSA id "), "{rcv}");
     assert!(rcv.contains("authenticated user scanner"), "{rcv}");
 
-    let recs = wait_w3c(&srv, |r| r.iter().any(|f| f.len() > 8 && f[8] == "QUIT"));
+    let recs = wait_records(&srv, |r| r.iter().any(|f| f.len() > 8 && f[8] == "QUIT"));
     let first = &recs[0];
     assert_eq!(first[8], "EHLO", "{first:?}");
     assert_eq!(
@@ -967,14 +697,14 @@ fn credentials_never_reach_the_logs() {
     let cfg = ca.client_config();
     let srv = start(Builder::new().key("AuthFlags", "3"), Some(&ca), true);
     let mut c = tls_session(&srv, "127.0.0.1", &cfg);
-    c.expect(&format!("AUTH PLAIN {}", plain(USER, PASS)), "235");
+    c.expect_prefix(&format!("AUTH PLAIN {}", plain(USER, PASS)), "235");
     c.quit();
     let mut c = tls_session(&srv, "127.0.0.1", &cfg);
-    c.expect("AUTH LOGIN", "334");
-    c.expect(&b64(USER.as_bytes()), "334");
-    c.expect(&b64(PASS.as_bytes()), "235");
+    c.expect_prefix("AUTH LOGIN", "334");
+    c.expect_prefix(&b64(USER.as_bytes()), "334");
+    c.expect_prefix(&b64(PASS.as_bytes()), "235");
     c.quit();
-    let recs = wait_w3c(&srv, |r| {
+    let recs = wait_records(&srv, |r| {
         r.iter().filter(|f| f.len() > 8 && f[8] == "QUIT").count() >= 2
     });
     let log = srv.w3c_log(1);
@@ -1010,7 +740,7 @@ fn failed_logins_end_the_session_at_max_smtp_errors() {
         true,
     );
     let bad = "535 5.7.8 Authentication credentials invalid";
-    let mut c = Smtp::connect(srv.addr());
+    let mut c = Client::connect(srv.addr());
     c.greeting();
     c.ehlo();
     let mut took = Vec::new();
@@ -1027,10 +757,10 @@ fn failed_logins_end_the_session_at_max_smtp_errors() {
     c.assert_closed();
 
     // The next session is a fresh start (the address is far from the per-minute limit).
-    let mut c = Smtp::connect(srv.addr());
+    let mut c = Client::connect(srv.addr());
     c.greeting();
     c.ehlo();
-    c.expect(
+    c.expect_prefix(
         &format!("AUTH PLAIN {}", plain(USER, PASS)),
         "235 2.7.0 Authentication successful",
     );
@@ -1053,7 +783,7 @@ fn too_many_failures_from_one_address_lock_it_out() {
     let workers: Vec<_> = (0..5)
         .map(|w| {
             std::thread::spawn(move || {
-                let mut c = Smtp::connect_from("127.0.0.2", addr);
+                let mut c = Client::connect_from("127.0.0.2", addr);
                 c.greeting();
                 c.ehlo();
                 for i in 0..2 {
@@ -1071,24 +801,24 @@ fn too_many_failures_from_one_address_lock_it_out() {
         w.join().expect("a guessing session");
     }
     // The eleventh failure is still answered 535; from then on the address is locked out.
-    let mut c = Smtp::connect_from("127.0.0.2", addr);
+    let mut c = Client::connect_from("127.0.0.2", addr);
     c.greeting();
     c.ehlo();
-    c.expect(&format!("AUTH PLAIN {}", plain(USER, "guess-11")), bad);
-    c.expect(&format!("AUTH PLAIN {}", plain(USER, PASS)), "454 4.7.0");
+    c.expect_prefix(&format!("AUTH PLAIN {}", plain(USER, "guess-11")), bad);
+    c.expect_prefix(&format!("AUTH PLAIN {}", plain(USER, PASS)), "454 4.7.0");
     c.quit();
-    let mut c = Smtp::connect_from("127.0.0.2", addr);
+    let mut c = Client::connect_from("127.0.0.2", addr);
     c.greeting();
     c.ehlo();
-    c.expect(&format!("AUTH PLAIN {}", plain(USER, PASS)), "454 4.7.0");
-    c.expect("AUTH LOGIN", "454 4.7.0");
+    c.expect_prefix(&format!("AUTH PLAIN {}", plain(USER, PASS)), "454 4.7.0");
+    c.expect_prefix("AUTH LOGIN", "454 4.7.0");
     c.quit();
     // Other addresses are not affected.
     for src in ["127.0.0.3", "127.0.0.1"] {
-        let mut c = Smtp::connect_from(src, addr);
+        let mut c = Client::connect_from(src, addr);
         c.greeting();
         c.ehlo();
-        c.expect(
+        c.expect_prefix(
             &format!("AUTH PLAIN {}", plain(USER, PASS)),
             "235 2.7.0 Authentication successful",
         );
@@ -1103,11 +833,11 @@ fn too_many_failures_from_one_address_lock_it_out() {
 fn max_connections_per_ip() {
     let srv = start(Builder::new().key("MaxConnectionsPerIp", "2"), None, false);
     let addr = srv.addr();
-    let mut a = Smtp::connect_from("127.0.0.2", addr);
+    let mut a = Client::connect_from("127.0.0.2", addr);
     a.greeting();
-    let mut b = Smtp::connect_from("127.0.0.2", addr);
+    let mut b = Client::connect_from("127.0.0.2", addr);
     b.greeting();
-    let mut third = Smtp::connect_from("127.0.0.2", addr);
+    let mut third = Client::connect_from("127.0.0.2", addr);
     let r = third.reply();
     assert!(
         r.last()
@@ -1117,11 +847,11 @@ fn max_connections_per_ip() {
     third.assert_closed();
 
     // Another address is not affected, and RelayIpList (127.0.0.1) is exempt.
-    let mut other = Smtp::connect_from("127.0.0.3", addr);
+    let mut other = Client::connect_from("127.0.0.3", addr);
     other.greeting();
-    let mut locals: Vec<Smtp> = (0..3)
+    let mut locals: Vec<Client> = (0..3)
         .map(|_| {
-            let mut l = Smtp::connect(addr);
+            let mut l = Client::connect(addr);
             l.greeting();
             l
         })
@@ -1137,7 +867,7 @@ fn max_connections_per_ip() {
     a.quit();
     let until = Instant::now() + WAIT;
     let mut again = loop {
-        let mut c = Smtp::connect_from("127.0.0.2", addr);
+        let mut c = Client::connect_from("127.0.0.2", addr);
         let r = c.reply();
         if r.code == 220 {
             break c;

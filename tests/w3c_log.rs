@@ -6,27 +6,16 @@ mod common;
 use common::*;
 
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use mailroot::time::Utc;
 
 const FIELDS: &str = "#Fields: date time c-ip cs-username s-sitename s-computername s-ip s-port cs-method cs-uri-stem cs-uri-query sc-status sc-win32-status sc-bytes cs-bytes time-taken cs-version cs-host cs(User-Agent) cs(Cookie) cs(Referer)";
 
-/// (year, month, day, hour) in UTC.
+/// (year, month, day, hour) in UTC, by mailroot's calendar (src/time.rs tests it against known dates).
 fn utc(t: SystemTime) -> (i64, u32, u32, u32) {
-    let secs = t.duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
-    let days = secs.div_euclid(86_400);
-    let hour = (secs.rem_euclid(86_400) / 3600) as u32;
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day, hour)
+    let u = Utc::from_system(t);
+    (u.year, u.month, u.day, u.hour)
 }
 
 fn daily_name(t: SystemTime) -> String {
@@ -57,41 +46,8 @@ fn utc_oracle_is_right() {
     );
 }
 
-/// The files of `<dir>/SMTPSVC<n>`, sorted.
-fn log_files(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = fs::read_dir(dir)
-        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
-        .unwrap_or_default();
-    v.sort();
-    v
-}
-
-/// Polls instance `n`'s log until `done` holds (bounded); returns the text.
-fn wait_log(srv: &Server, n: u32, done: impl Fn(&str) -> bool) -> String {
-    let until = Instant::now() + WAIT;
-    loop {
-        let text = srv.w3c_log(n);
-        if done(&text) {
-            return text;
-        }
-        assert!(
-            Instant::now() < until,
-            "the SMTPSVC{n} log did not get the expected lines within {WAIT:?}:\n{text}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// The data lines (not directives), split into fields.
-fn records(text: &str) -> Vec<Vec<String>> {
-    text.split("\r\n")
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(|l| l.split(' ').map(str::to_string).collect())
-        .collect()
-}
-
 fn has_quit(text: &str) -> bool {
-    records(text)
+    w3c_records(text)
         .iter()
         .any(|f| f.get(8).map(String::as_str) == Some("QUIT"))
 }
@@ -215,12 +171,12 @@ fn session_lines_follow_iis_field_rules() {
     c.ok("QUIT", 221);
     assert_eq!(c.read_to_end(), "");
 
-    let text = wait_log(&srv, 1, has_quit);
+    let text = srv.wait_w3c(1, has_quit);
     let after = SystemTime::now();
 
     // One file, named after the UTC date.
     let dir = srv.dir.path().join("logs").join("SMTPSVC1");
-    let files = log_files(&dir);
+    let files = entries(&dir);
     assert_eq!(files.len(), 1, "{files:?}");
     let name = files[0].file_name().unwrap().to_str().unwrap().to_string();
     assert!(
@@ -231,7 +187,7 @@ fn session_lines_follow_iis_field_rules() {
     assert_directives(&text);
     let dates = vec![w3c_date(before), w3c_date(after)];
 
-    let recs = records(&text);
+    let recs = w3c_records(&text);
     let want = [
         Want {
             user: "-",
@@ -294,9 +250,9 @@ fn data_line_carries_the_client_message_id() {
     assert_eq!(r.code, 250, "{r:?}");
     c.ok("QUIT", 221);
 
-    let text = wait_log(&srv, 1, has_quit);
+    let text = srv.wait_w3c(1, has_quit);
     assert_directives(&text);
-    let recs = records(&text);
+    let recs = w3c_records(&text);
     let methods: Vec<&str> = recs.iter().map(|f| f[8].as_str()).collect();
     assert_eq!(methods, ["HELO", "MAIL", "RCPT", "DATA", "QUIT"], "{text}");
     let data = &recs[3];
@@ -321,8 +277,8 @@ fn refused_commands_are_logged_with_their_codes() {
     c.ok("RCPT TO:<x@remote.test>", 550);
     c.ok("NOOP", 250);
     c.ok("QUIT", 221);
-    let text = wait_log(&srv, 1, has_quit);
-    let got: Vec<(String, String, String)> = records(&text)
+    let text = srv.wait_w3c(1, has_quit);
+    let got: Vec<(String, String, String)> = w3c_records(&text)
         .iter()
         .map(|f| {
             assert_eq!(f.len(), 21, "{text}");
@@ -341,7 +297,7 @@ fn refused_commands_are_logged_with_their_codes() {
     .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
     .collect();
     assert_eq!(got, want, "{text}");
-    let noop = &records(&text)[4];
+    let noop = &w3c_records(&text)[4];
     assert_eq!(noop[10], "-", "no argument: {text}");
 }
 
@@ -354,8 +310,8 @@ fn client_cannot_forge_log_lines() {
     // A CR inside the command line and a multi-word argument.
     c.ok("NOOP a\rb c", 250);
     c.ok("QUIT", 221);
-    let text = wait_log(&srv, 1, has_quit);
-    let recs = records(&text);
+    let text = srv.wait_w3c(1, has_quit);
+    let recs = w3c_records(&text);
     let methods: Vec<&str> = recs.iter().map(|f| f[8].as_str()).collect();
     assert_eq!(methods, ["EHLO", "NOOP", "QUIT"], "{text:?}");
     for f in &recs {
@@ -396,7 +352,7 @@ fn log_type_0_writes_no_log() {
     let mut c = Client::connect(two);
     c.hello();
     c.ok("QUIT", 221);
-    wait_log(&srv, 2, has_quit);
+    srv.wait_w3c(2, has_quit);
 
     let logs = srv.dir.path().join("logs");
     assert!(
@@ -438,10 +394,10 @@ fn log_file_period_4_is_hourly() {
     let mut c = srv.connect();
     c.hello();
     c.ok("QUIT", 221);
-    let text = wait_log(&srv, 1, has_quit);
+    let text = srv.wait_w3c(1, has_quit);
     let after = SystemTime::now();
     assert_directives(&text);
-    let files = log_files(&srv.dir.path().join("logs").join("SMTPSVC1"));
+    let files = entries(&srv.dir.path().join("logs").join("SMTPSVC1"));
     assert_eq!(files.len(), 1, "{files:?}");
     let name = files[0].file_name().unwrap().to_str().unwrap().to_string();
     assert!(
@@ -460,18 +416,15 @@ fn log_file_directory_is_honoured() {
     c.hello();
     c.ok("QUIT", 221);
     let dir = srv.dir.path().join("w3c").join("protocol").join("SMTPSVC1");
-    let until = Instant::now() + WAIT;
-    let text = loop {
-        let text: String = log_files(&dir)
+    let mut text = String::new();
+    let found = wait_until(|| {
+        text = entries(&dir)
             .iter()
             .map(|p| fs::read_to_string(p).unwrap_or_default())
             .collect();
-        if has_quit(&text) {
-            break text;
-        }
-        assert!(Instant::now() < until, "no log in {}", dir.display());
-        std::thread::sleep(Duration::from_millis(20));
-    };
+        has_quit(&text)
+    });
+    assert!(found, "no log in {}", dir.display());
     assert_directives(&text);
     assert!(!srv.dir.path().join("logs").exists());
 }

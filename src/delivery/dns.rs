@@ -424,8 +424,16 @@ mod tests {
 
     #[test]
     fn system_configuration_builds() {
-        // Parses resolv.conf (or the registry); sends nothing. A machine without any configured
-        // name server may refuse, which is an Err, not a panic.
-        let _ = Dns::new(&[], Duration::from_secs(1), 1);
+        // Builds the runtime and the resolver from resolv.conf (or the registry); sends nothing. A
+        // machine without any configured name server may refuse: a temporary error that names the
+        // system configuration (mail waits in Queue), never a panic.
+        let dns = Dns::new(&[], Duration::from_secs(1), 1).unwrap();
+        match dns.live() {
+            Ok(_) => {}
+            Err(DnsError::Temporary(why)) => {
+                assert!(why.starts_with("DNS "), "{why}")
+            }
+            Err(e) => panic!("not a temporary error: {e:?}"),
+        }
     }
 }

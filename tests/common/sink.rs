@@ -17,19 +17,24 @@
 //! Behaviour: greeting, EHLO (with the configured extensions, plus STARTTLS / AUTH when configured),
 //! HELO, STARTTLS, AUTH LOGIN/PLAIN, MAIL, RCPT, DATA (dot-unstuffed), RSET, NOOP, VRFY, HELP, QUIT,
 //! any number of transactions per connection. Commands are read from a buffer and answered one by one
-//! in order, so pipelined input is handled. A scripted reply starting with `421` closes the connection
-//! after it is sent, as RFC 5321 prescribes. Connections are numbered from 0 in accept order; a
-//! [`Script`] chooses the answers of each connection (see [`SinkBuilder::answers_for_first`]).
+//! in order, so pipelined input is handled; the replies to pipelined commands go out together, once no
+//! whole command is left to answer. A scripted reply starting with `421` closes the connection after it
+//! is sent, as RFC 5321 prescribes. Connections are numbered from 0 in accept order; a [`Script`]
+//! chooses the answers of each connection (see [`SinkBuilder::answers_for_first`]).
+//!
+//! With [`SinkBuilder::count_only`] the sink records nothing but how many messages it accepted and when
+//! the last one came ([`Sink::count`], [`Sink::last_at`]): the load generator's sink (benches/load).
 
 use std::collections::HashSet;
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::io::{self, BufRead, BufReader, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::{Duration, Instant};
 
+use base64ct::{Base64, Base64Unpadded, Encoding};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
@@ -37,10 +42,9 @@ use rcgen::{
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::{ClientConfig, RootCertStore, ServerConfig, ServerConnection, StreamOwned};
 
+use super::acceptor::Acceptor;
 use super::{TempDir, WAIT};
 
-/// How often the accept loop looks at the stop flag.
-const POLL: Duration = Duration::from_millis(10);
 /// A connection idle this long is closed with 421 (so no thread can be pinned for ever).
 const IDLE: Duration = Duration::from_secs(60);
 /// How long dropping a [`Sink`] waits for its connection threads.
@@ -246,49 +250,12 @@ impl TestCa {
 // Base64 (AUTH)
 // ---------------------------------------------------------------------------------------------
 
-const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-/// Standard base64 with padding.
-pub fn base64_encode(data: &[u8]) -> String {
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(B64[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 /// Standard base64, padding optional; None if malformed.
-pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    let text = text.trim().trim_end_matches('=');
-    let mut out = Vec::with_capacity(text.len() * 3 / 4);
-    let mut acc = 0u32;
-    let mut bits = 0;
-    for c in text.bytes() {
-        let v = B64.iter().position(|&x| x == c)? as u32;
-        acc = (acc << 6) | v;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    if bits >= 6 {
-        return None;
-    }
-    Some(out)
+fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    let text = text.trim();
+    Base64::decode_vec(text)
+        .or_else(|_| Base64Unpadded::decode_vec(text))
+        .ok()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -439,6 +406,23 @@ impl Delivered {
     pub fn accepted(&self) -> bool {
         self.reply.as_deref().is_some_and(|r| r.starts_with('2'))
     }
+    /// The value of the first `Subject:` header, trimmed ("" without one).
+    pub fn subject(&self) -> String {
+        self.text()
+            .lines()
+            .find_map(|l| l.strip_prefix("Subject: "))
+            .unwrap_or("")
+            .trim()
+            .to_string()
+    }
+    /// The `Final-Recipient` addresses of a delivery status notification.
+    pub fn final_recipients(&self) -> Vec<String> {
+        self.text()
+            .lines()
+            .filter_map(|l| l.strip_prefix("Final-Recipient: rfc822;"))
+            .map(|a| a.trim().to_string())
+            .collect()
+    }
 }
 
 /// One AUTH exchange.
@@ -457,19 +441,29 @@ struct State {
     injected: Vec<Vec<u8>>,
     tls_errors: Vec<String>,
     auth_attempts: Vec<AuthAttempt>,
-    streams: Vec<(usize, TcpStream)>,
 }
 
 struct Shared {
-    stop: AtomicBool,
     connections: AtomicUsize,
     active: AtomicUsize,
+    /// Messages accepted (final reply 2xx).
+    accepted: AtomicU64,
+    /// When the last one was accepted, in nanoseconds since `epoch`.
+    last_ns: AtomicU64,
+    epoch: Instant,
     state: Mutex<State>,
 }
 
 impl Shared {
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn counted(&self) {
+        let ns = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        // Time first, so that whoever sees the new count sees a time at least this late.
+        self.last_ns.fetch_max(ns, Ordering::SeqCst);
+        self.accepted.fetch_add(1, Ordering::SeqCst);
     }
 }
 
@@ -496,6 +490,8 @@ struct Config {
     auth_only_after_tls: bool,
     phases: Vec<(usize, Script)>,
     default_script: Script,
+    /// Keep commands and transactions (false: only count, see [`SinkBuilder::count_only`]).
+    record: bool,
 }
 
 impl Config {
@@ -528,6 +524,7 @@ pub struct SinkBuilder {
     auth_only_after_tls: bool,
     phases: Vec<(usize, Script)>,
     script: Script,
+    record: bool,
 }
 
 impl Default for SinkBuilder {
@@ -562,6 +559,7 @@ impl SinkBuilder {
             auth_only_after_tls: false,
             phases: Vec::new(),
             script: Script::new(),
+            record: true,
         }
     }
 
@@ -683,6 +681,13 @@ impl SinkBuilder {
         self
     }
 
+    /// Record nothing but the number of accepted messages and the time of the last one (memory and
+    /// time per message stay constant, for load).
+    pub fn count_only(mut self) -> SinkBuilder {
+        self.record = false;
+        self
+    }
+
     /// Binds and starts; panics on failure.
     pub fn start(self) -> Sink {
         self.try_start().expect("start SMTP sink")
@@ -690,9 +695,6 @@ impl SinkBuilder {
 
     /// Binds and starts.
     pub fn try_start(self) -> io::Result<Sink> {
-        let listener = TcpListener::bind(SocketAddr::new(self.ip, self.port))?;
-        listener.set_nonblocking(true)?;
-        let addr = listener.local_addr()?;
         let tls12 = self.tls12_only;
         let config = Arc::new(Config {
             hostname: self.hostname,
@@ -706,19 +708,24 @@ impl SinkBuilder {
             auth_only_after_tls: self.auth_only_after_tls,
             phases: self.phases,
             default_script: self.script,
+            record: self.record,
         });
         let shared = Arc::new(Shared {
-            stop: AtomicBool::new(false),
             connections: AtomicUsize::new(0),
             active: AtomicUsize::new(0),
+            accepted: AtomicU64::new(0),
+            last_ns: AtomicU64::new(0),
+            epoch: Instant::now(),
             state: Mutex::new(State::default()),
         });
         let sh = shared.clone();
-        let accept = thread::spawn(move || accept_loop(listener, sh, config));
+        let acceptor = Acceptor::bind(SocketAddr::new(self.ip, self.port), move |n, stream| {
+            session(&sh, &config, n, stream)
+        })?;
         Ok(Sink {
-            addr,
+            addr: acceptor.addr,
             shared,
-            accept: Some(accept),
+            acceptor: Some(acceptor),
         })
     }
 }
@@ -756,7 +763,7 @@ pub fn start_same_port(builders: Vec<SinkBuilder>) -> Vec<Sink> {
 pub struct Sink {
     pub addr: SocketAddr,
     shared: Arc<Shared>,
-    accept: Option<JoinHandle<()>>,
+    acceptor: Option<Acceptor>,
 }
 
 impl Sink {
@@ -781,6 +788,33 @@ impl Sink {
     /// or dropped at [`Stage::EndOfData`] with `reply: None`).
     pub fn transactions(&self) -> Vec<Delivered> {
         self.shared.state().transactions.clone()
+    }
+
+    /// Messages accepted so far (final reply 2xx), also in count-only mode.
+    pub fn count(&self) -> u64 {
+        self.shared.accepted.load(Ordering::SeqCst)
+    }
+
+    /// When the last message so far was accepted (the start of the sink if none was).
+    pub fn last_at(&self) -> Instant {
+        self.shared.epoch + Duration::from_nanos(self.shared.last_ns.load(Ordering::SeqCst))
+    }
+
+    /// How often `addr` was among the recipients of an accepted message (ASCII case-insensitive).
+    pub fn delivered_to(&self, addr: &str) -> usize {
+        self.messages()
+            .iter()
+            .filter(|m| m.rcpt_addrs().iter().any(|r| r.eq_ignore_ascii_case(addr)))
+            .count()
+    }
+
+    /// How often `RCPT TO:<addr>` was sent (ASCII case-insensitive).
+    pub fn rcpt_commands(&self, addr: &str) -> usize {
+        let needle = format!("rcpt to:<{}>", addr.to_ascii_lowercase());
+        self.commands()
+            .iter()
+            .filter(|c| c.to_ascii_lowercase().starts_with(&needle))
+            .count()
     }
 
     /// Connections accepted so far.
@@ -876,14 +910,8 @@ impl Sink {
 
 impl Drop for Sink {
     fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::SeqCst);
-        // The accept loop polls the flag every POLL; once it has ended no stream is added.
-        if let Some(h) = self.accept.take() {
-            let _ = h.join();
-        }
-        for (_, s) in self.shared.state().streams.drain(..) {
-            let _ = s.shutdown(Shutdown::Both);
-        }
+        // Stops accepting and shuts down the connections still open.
+        drop(self.acceptor.take());
         let until = Instant::now() + STOP_WAIT;
         while self.shared.active.load(Ordering::SeqCst) > 0 && Instant::now() < until {
             thread::sleep(Duration::from_millis(5));
@@ -900,84 +928,24 @@ impl Drop for ActiveGuard {
     }
 }
 
-fn accept_loop(listener: TcpListener, shared: Arc<Shared>, config: Arc<Config>) {
-    while !shared.stop.load(Ordering::SeqCst) {
-        match listener.accept() {
-            Ok((stream, _)) => {
-                if shared.stop.load(Ordering::SeqCst) {
-                    break;
-                }
-                let _ = stream.set_nonblocking(false);
-                let _ = stream.set_read_timeout(Some(IDLE));
-                let _ = stream.set_write_timeout(Some(WAIT));
-                let _ = stream.set_nodelay(true);
-                let Ok(clone) = stream.try_clone() else {
-                    continue;
-                };
-                let n = shared.connections.fetch_add(1, Ordering::SeqCst);
-                shared.active.fetch_add(1, Ordering::SeqCst);
-                shared.state().streams.push((n, clone));
-                let guard = ActiveGuard(shared.clone());
-                let sh = shared.clone();
-                let cfg = config.clone();
-                thread::spawn(move || {
-                    let _guard = guard;
-                    let mut session = Session::new(&sh, &cfg, n, stream);
-                    session.run();
-                    session.finish();
-                    drop(session);
-                    // Close now, also when another handle of the socket is still around.
-                    sh.state().streams.retain(|(c, s)| {
-                        if *c == n {
-                            let _ = s.shutdown(Shutdown::Both);
-                        }
-                        *c != n
-                    });
-                });
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => thread::sleep(POLL),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => thread::sleep(POLL),
-        }
-    }
+/// One connection, on its own thread.
+fn session(shared: &Arc<Shared>, config: &Config, n: usize, stream: TcpStream) {
+    let _ = stream.set_read_timeout(Some(IDLE));
+    let _ = stream.set_write_timeout(Some(WAIT));
+    let _ = stream.set_nodelay(true);
+    shared.connections.fetch_add(1, Ordering::SeqCst);
+    shared.active.fetch_add(1, Ordering::SeqCst);
+    let _guard = ActiveGuard(shared.clone());
+    let mut session = Session::new(shared, config, n, stream);
+    session.run();
+    session.finish();
 }
 
 // ---------------------------------------------------------------------------------------------
 // One SMTP session
 // ---------------------------------------------------------------------------------------------
 
-enum Io {
-    Plain(TcpStream),
-    Tls(Box<StreamOwned<ServerConnection, TcpStream>>),
-    Closed,
-}
-
-impl Read for Io {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Io::Plain(s) => s.read(buf),
-            Io::Tls(s) => s.read(buf),
-            Io::Closed => Ok(0),
-        }
-    }
-}
-
-impl Write for Io {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Io::Plain(s) => s.write(buf),
-            Io::Tls(s) => s.write(buf),
-            Io::Closed => Err(io::ErrorKind::NotConnected.into()),
-        }
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Io::Plain(s) => s.flush(),
-            Io::Tls(s) => s.flush(),
-            Io::Closed => Ok(()),
-        }
-    }
-}
+type Io = super::io::Io<ServerConnection>;
 
 /// Whether the session goes on after a command.
 #[derive(PartialEq, Eq)]
@@ -1011,6 +979,8 @@ struct Session<'a> {
     rcpts: Vec<String>,
     rejected_rcpts: Vec<String>,
     no_service: bool,
+    /// Replies not yet written: they go out when no whole command is left to answer.
+    out: Vec<u8>,
 }
 
 impl<'a> Session<'a> {
@@ -1030,6 +1000,7 @@ impl<'a> Session<'a> {
             rcpts: Vec::new(),
             rejected_rcpts: Vec::new(),
             no_service: false,
+            out: Vec::new(),
         }
     }
 
@@ -1045,25 +1016,35 @@ impl<'a> Session<'a> {
         }
     }
 
+    /// Queues a reply; see [`Session::flush`].
     fn send(&mut self, reply: &str) -> io::Result<()> {
         let lines: Vec<&str> = reply
             .split('\n')
             .map(|l| l.trim_end_matches('\r'))
             .collect();
-        let mut out = String::new();
         for (i, line) in lines.iter().enumerate() {
             if i + 1 < lines.len() && line.len() >= 3 {
-                out.push_str(&line[..3]);
-                out.push('-');
-                out.push_str(line.get(4..).unwrap_or(""));
+                self.out.extend_from_slice(&line.as_bytes()[..3]);
+                self.out.push(b'-');
+                self.out
+                    .extend_from_slice(line.get(4..).unwrap_or("").as_bytes());
             } else {
-                out.push_str(line);
+                self.out.extend_from_slice(line.as_bytes());
             }
-            out.push_str("\r\n");
+            self.out.extend_from_slice(b"\r\n");
+        }
+        Ok(())
+    }
+
+    /// Writes the queued replies.
+    fn flush(&mut self) -> io::Result<()> {
+        if self.out.is_empty() {
+            return Ok(());
         }
         let io = self.r.get_mut();
-        io.write_all(out.as_bytes())?;
-        io.flush()
+        let written = io.write_all(&self.out).and_then(|_| io.flush());
+        self.out.clear();
+        written
     }
 
     /// Sends a (possibly scripted) reply; `421` closes.
@@ -1072,11 +1053,21 @@ impl<'a> Session<'a> {
         Ok(if code_of(reply) == 421 { Close } else { Go })
     }
 
+    /// One line up to LF (inclusive) into `buf` (cleared first); false at EOF. The queued replies go
+    /// out first when no whole line is waiting: replies to pipelined commands leave together, and
+    /// nothing waits for input while a reply is held back.
+    fn read_line_into(&mut self, buf: &mut Vec<u8>) -> io::Result<bool> {
+        if !self.r.buffer().contains(&b'\n') {
+            self.flush()?;
+        }
+        buf.clear();
+        Ok(self.r.read_until(b'\n', buf)? > 0)
+    }
+
     /// One line up to LF (inclusive), None at EOF.
     fn read_raw_line(&mut self) -> io::Result<Option<Vec<u8>>> {
         let mut buf = Vec::new();
-        let n = self.r.read_until(b'\n', &mut buf)?;
-        Ok((n > 0).then_some(buf))
+        Ok(self.read_line_into(&mut buf)?.then_some(buf))
     }
 
     /// A command line without its line ending (recorded), None at EOF.
@@ -1089,7 +1080,9 @@ impl<'a> Session<'a> {
             .trim_end_matches('\n')
             .trim_end_matches('\r')
             .to_string();
-        self.shared.state().commands.push((self.conn, line.clone()));
+        if self.cfg.record {
+            self.shared.state().commands.push((self.conn, line.clone()));
+        }
         Ok(Some(line))
     }
 
@@ -1122,6 +1115,7 @@ impl<'a> Session<'a> {
 
     fn run(&mut self) {
         let _ = self.run_inner();
+        let _ = self.flush();
     }
 
     fn run_inner(&mut self) -> io::Result<()> {
@@ -1129,7 +1123,7 @@ impl<'a> Session<'a> {
             return Ok(());
         }
         if let Some(cfg) = self.cfg.implicit_tls.clone() {
-            let Io::Plain(sock) = std::mem::replace(self.r.get_mut(), Io::Closed) else {
+            let Io::Plain(sock) = std::mem::replace(self.r.get_mut(), Io::Gone) else {
                 return Ok(());
             };
             if self.handshake(sock, cfg) == Close {
@@ -1233,8 +1227,8 @@ impl<'a> Session<'a> {
             self.shared.state().injected.push(injected);
         }
         self.send("220 2.0.0 Ready to start TLS")?;
-        let Io::Plain(sock) =
-            std::mem::replace(&mut self.r, BufReader::new(Io::Closed)).into_inner()
+        self.flush()?;
+        let Io::Plain(sock) = std::mem::replace(&mut self.r, BufReader::new(Io::Gone)).into_inner()
         else {
             return Ok(Close);
         };
@@ -1433,14 +1427,16 @@ impl<'a> Session<'a> {
             return self.answer(&go_ahead);
         }
         self.send(&go_ahead)?;
+        let record = self.cfg.record;
         let mut data = Vec::new();
         let mut bare = false;
         let mut longest = 0;
+        let mut line = Vec::with_capacity(128);
         loop {
-            let Some(line) = self.read_raw_line()? else {
+            if !self.read_line_into(&mut line)? {
                 // Connection lost inside DATA: nothing is recorded.
                 return Ok(Close);
-            };
+            }
             let content = match line.strip_suffix(b"\r\n") {
                 Some(c) => c,
                 None => match line.strip_suffix(b"\n") {
@@ -1459,18 +1455,24 @@ impl<'a> Session<'a> {
                 break;
             }
             longest = longest.max(content.len());
-            let unstuffed = if line.first() == Some(&b'.') {
-                &line[1..]
-            } else {
-                &line[..]
-            };
-            data.extend_from_slice(unstuffed);
+            if record {
+                let unstuffed = if line.first() == Some(&b'.') {
+                    &line[1..]
+                } else {
+                    &line[..]
+                };
+                data.extend_from_slice(unstuffed);
+            }
         }
         let dropped = self.script.drops(Stage::EndOfData);
         let reply = if dropped {
             None
         } else {
-            let n = self.shared.state().transactions.len();
+            let n = if record {
+                self.shared.state().transactions.len() as u64
+            } else {
+                self.shared.accepted.load(Ordering::SeqCst)
+            };
             Some(
                 self.script
                     .on_data
@@ -1478,23 +1480,28 @@ impl<'a> Session<'a> {
                     .unwrap_or_else(|| format!("250 2.0.0 Ok: queued as SINK{n}")),
             )
         };
-        let delivered = Delivered {
-            helo: self.helo.clone().unwrap_or_default(),
-            ehlo: self.ehlo,
-            tls: self.tls(),
-            tls_version: self.tls_version.clone(),
-            sni: self.sni.clone(),
-            auth_user: self.auth_user.clone(),
-            mail_from: self.mail_from.clone().unwrap_or_default(),
-            rcpts: self.rcpts.clone(),
-            rejected_rcpts: self.rejected_rcpts.clone(),
-            data,
-            bare_line_endings: bare,
-            longest_line: longest,
-            reply: reply.clone(),
-            connection: self.conn,
-        };
-        self.shared.state().transactions.push(delivered);
+        if reply.as_deref().is_some_and(is_2xx) {
+            self.shared.counted();
+        }
+        if record {
+            let delivered = Delivered {
+                helo: self.helo.clone().unwrap_or_default(),
+                ehlo: self.ehlo,
+                tls: self.tls(),
+                tls_version: self.tls_version.clone(),
+                sni: self.sni.clone(),
+                auth_user: self.auth_user.clone(),
+                mail_from: self.mail_from.clone().unwrap_or_default(),
+                rcpts: self.rcpts.clone(),
+                rejected_rcpts: self.rejected_rcpts.clone(),
+                data,
+                bare_line_endings: bare,
+                longest_line: longest,
+                reply: reply.clone(),
+                connection: self.conn,
+            };
+            self.shared.state().transactions.push(delivered);
+        }
         self.reset_transaction();
         match reply {
             None => Ok(Close),

@@ -1,5 +1,4 @@
-//! Proptest helpers shared by the property test files (included with `#[path]`).
-#![allow(dead_code)]
+//! Proptest helpers shared by the property test files.
 
 use proptest::prelude::*;
 use proptest::test_runner::Config;
