@@ -1,5 +1,5 @@
 //! Resource exhaustion from one client must end in a clear reply or a close, and the server keeps
-//! serving everyone else (issue 4, "Holding against attackers").
+//! serving everyone else (docs/security.md, "Resource exhaustion").
 
 mod common;
 use common::*;

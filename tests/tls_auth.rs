@@ -1,4 +1,4 @@
-//! TLS and AUTH inbound (issue 4): STARTTLS and implicit TLS over real rustls handshakes with a
+//! TLS and AUTH inbound (docs/security.md): STARTTLS and implicit TLS over real rustls handshakes with a
 //! certificate authority made in the test (rcgen), RequireTls, AUTH LOGIN/PLAIN against a users file
 //! made with the real `mailroot user` command, RelayForAuth, the trace and protocol-log records of an
 //! authenticated session, the brute-force brakes, and MaxConnectionsPerIp. Every wait is bounded and

@@ -58,8 +58,8 @@ fn first_banner(addr: SocketAddr) -> Result<(), String> {
     }
 }
 
-/// The INI of the bench server (as ../shared/bench/run_mailroot.sh writes it for the Postfix
-/// comparison), on an ephemeral port.
+/// The INI of the bench server (as the Postfix comparison's `run_mailroot.sh` writes it, see
+/// docs/performance.md), on an ephemeral port.
 fn server_ini(dir: &Path, sink_port: u16, settle_ms: Option<u64>) -> String {
     let mut ini = format!(
         "[SmtpSvc/1]\n\
