@@ -222,7 +222,22 @@ pub const SERVER_KEYS: &[KeyDef] = &[
     KeyDef {
         name: "MaxOutConnectionsPerDomain",
         default: "100",
-        meaning: "concurrent outbound connections per destination domain (or smart host)",
+        meaning: "most concurrent outbound connections per destination (a domain's MX set, a smart host or a domain route): the ceiling of its window",
+    },
+    KeyDef {
+        name: "DestinationInitialConcurrency",
+        default: "5",
+        meaning: "connections a destination's window starts with; it grows by one per delivery up to MaxOutConnectionsPerDomain and shrinks when the next hop refuses or throttles",
+    },
+    KeyDef {
+        name: "DeadDestinationFailures",
+        default: "3",
+        meaning: "consecutive connection failures after which a next-hop address is dead until its next retry time",
+    },
+    KeyDef {
+        name: "RemoteConnectTimeout",
+        default: "30",
+        meaning: "seconds allowed for the TCP connect to a next hop",
     },
     KeyDef {
         name: "OutboundTls",
@@ -312,6 +327,11 @@ pub const DOMAIN_KEYS: &[KeyDef] = &[
         name: "OutboundTls",
         default: "",
         meaning: "TLS policy for this domain (default: the server's OutboundTls)",
+    },
+    KeyDef {
+        name: "MaxOutConnectionsPerDomain",
+        default: "",
+        meaning: "most concurrent connections toward this domain's next hop (default: the server's MaxOutConnectionsPerDomain)",
     },
 ];
 

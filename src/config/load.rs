@@ -337,6 +337,10 @@ fn build(
         remote_timeout: r.parse("RemoteTimeout", parse_seconds)?,
         max_out: r.parse("MaxOutConnections", |v| parse_num::<u32>(v, 1))?,
         max_out_per_domain: r.parse("MaxOutConnectionsPerDomain", |v| parse_num::<u32>(v, 1))?,
+        initial_concurrency: r
+            .parse("DestinationInitialConcurrency", |v| parse_num::<u32>(v, 1))?,
+        dead_failures: r.parse("DeadDestinationFailures", |v| parse_num::<u32>(v, 1))?,
+        connect_timeout: r.parse("RemoteConnectTimeout", parse_seconds)?,
         tls: r.parse("OutboundTls", parse_tls)?,
         ca_file: r.parse("OutboundTlsCaFile", |v| {
             optional(v, |v| parse_path(base, v))
@@ -469,6 +473,9 @@ fn build_domain(path: &Path, name: &str, s: &ini::Section) -> Result<DomainRoute
         smart_host: r.parse("SmartHost", parse_next_hop)?,
         credentials: credentials(&r)?,
         tls: r.parse("OutboundTls", |v| optional(v, parse_tls))?,
+        max_out: r.parse("MaxOutConnectionsPerDomain", |v| {
+            optional(v, |v| parse_num::<u32>(v, 1))
+        })?,
     })
 }
 

@@ -293,6 +293,18 @@ impl VirtualServer {
                 "MaxOutConnectionsPerDomain",
                 self.delivery.max_out_per_domain.to_string(),
             ),
+            (
+                "DestinationInitialConcurrency",
+                self.delivery.initial_concurrency.to_string(),
+            ),
+            (
+                "DeadDestinationFailures",
+                self.delivery.dead_failures.to_string(),
+            ),
+            (
+                "RemoteConnectTimeout",
+                self.delivery.connect_timeout.as_secs().to_string(),
+            ),
             ("OutboundTls", self.delivery.tls.as_str().to_string()),
             (
                 "OutboundTlsCaFile",
@@ -521,6 +533,8 @@ pub struct DomainRoute {
     pub credentials: Option<Credentials>,
     /// OutboundTls for this domain.
     pub tls: Option<TlsPolicy>,
+    /// MaxOutConnectionsPerDomain for this domain's next hop.
+    pub max_out: Option<u32>,
 }
 
 impl DomainRoute {
@@ -554,8 +568,14 @@ pub struct DeliverySettings {
     pub remote_timeout: Duration,
     /// MaxOutConnections.
     pub max_out: u32,
-    /// MaxOutConnectionsPerDomain.
+    /// MaxOutConnectionsPerDomain: the most a destination's window grows to.
     pub max_out_per_domain: u32,
+    /// DestinationInitialConcurrency: where a destination's window starts.
+    pub initial_concurrency: u32,
+    /// DeadDestinationFailures: consecutive connection failures that make a next-hop address dead.
+    pub dead_failures: u32,
+    /// RemoteConnectTimeout: the TCP connect to a next hop.
+    pub connect_timeout: Duration,
     /// OutboundTls.
     pub tls: TlsPolicy,
     /// OutboundTlsCaFile.

@@ -13,26 +13,45 @@ use super::dns::DnsError;
 use super::engine::Engine;
 use super::report;
 use super::route::{self, Hops, Remote, Route};
-use super::scheduler::retry_delay;
+use super::scheduler::{Feedback, retry_delay};
 use crate::id;
 use crate::mailroot::state::{State, Status};
 use crate::mailroot::{badmail, block};
 use crate::smtp::envelope::{Envelope, Recipient};
 
-/// Runs one attempt for `id`; `held` is an open connection the caller may pass from message to message.
-pub fn run(
-    engine: &Engine,
-    qid: &str,
-    held: &mut Option<Held>,
-) -> Option<(SystemTime, Vec<String>)> {
+/// What becomes of a message after an attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum After {
+    /// Settled and gone from the queue (or gone already).
+    Done,
+    /// Due again then, for these destinations (the first is the one it waits in).
+    Again(SystemTime, Vec<String>),
+    /// Throttled by its destination while other connections work: back to the front of its queue
+    /// at once, neither an attempt counted nor its state touched.
+    Requeue(Vec<String>),
+}
+
+/// What became of one route's recipients.
+enum RouteResult {
+    /// Each recipient has its outcome (delivered, failed, or deferred with a reason).
+    Settled,
+    /// The next hop throttled the connection while others to it were working: nothing recorded.
+    Throttled,
+    /// Every next hop is dead until then (the recipients' state says so).
+    Dead(SystemTime),
+}
+
+/// Runs one attempt for `id` as a job of destination `key`; `held` is an open connection the
+/// caller may pass from message to message.
+pub fn run(engine: &Engine, qid: &str, key: &str, held: &mut Option<Held>) -> After {
     let store = &engine.store;
     let fresh = engine.take_fresh(qid);
     let file = match store.read_queued(qid) {
         Ok(Some(f)) => f,
-        Ok(None) => return None,
+        Ok(None) => return After::Done,
         Err(e) => {
             log::error!("delivery: {e}");
-            return Some((SystemTime::now() + Duration::from_secs(60), Vec::new()));
+            return After::Again(SystemTime::now() + Duration::from_secs(60), Vec::new());
         }
     };
     // A message handed over by the store at its commit comes with its envelope; one found in Queue
@@ -50,9 +69,9 @@ pub fn run(
                 .is_ok()
             {
                 let _ = store.finish(qid);
-                return None;
+                return After::Done;
             }
-            return Some((SystemTime::now() + Duration::from_secs(600), Vec::new()));
+            return After::Again(SystemTime::now() + Duration::from_secs(600), Vec::new());
         }
     };
     let msg = &file[offset..];
@@ -122,8 +141,28 @@ pub fn run(
         }
     }
     let last = remote.len();
+    let mut dead_until: Option<SystemTime> = None;
     for (i, (rem, rcpts)) in remote.iter().enumerate() {
-        deliver_remote(engine, qid, &env, msg, rem, rcpts, &mut state, held);
+        match deliver_remote(engine, qid, &env, msg, rem, rcpts, &mut state, held, key) {
+            RouteResult::Settled => {}
+            // Only a message with this one route and nothing else done goes back untouched.
+            RouteResult::Throttled if last == 1 && local.is_empty() => {
+                return After::Requeue(vec![rem.key.clone()]);
+            }
+            RouteResult::Throttled => {
+                for r in rcpts {
+                    state.set(
+                        &r.address,
+                        Status::Pending,
+                        &format!("451 4.4.1 {} throttled the connection", rem.key),
+                        "",
+                    );
+                }
+            }
+            RouteResult::Dead(until) => {
+                dead_until = Some(dead_until.map_or(until, |d| d.max(until)));
+            }
+        }
         // Outcomes must be on disk before the next step (and the state file is only needed if the
         // message stays in the queue, or more groups follow).
         if i + 1 < last && !state.finished() {
@@ -151,13 +190,17 @@ pub fn run(
     }
     if state.finished() {
         report::finished(engine, qid, &env, msg, &state);
-        return None;
+        return After::Done;
     }
     state.attempts += 1;
-    let next = super::scheduler::align(
+    let mut next = super::scheduler::align(
         now + retry_delay(&d.retry, state.attempts),
         retry_delay(&d.retry, state.attempts),
     );
+    // A dead destination is tried again when its dead period ends (one message probes then).
+    if let Some(until) = dead_until {
+        next = until;
+    }
     state.next_attempt = next
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -184,7 +227,7 @@ pub fn run(
             keys.push(rem.key.clone());
         }
     }
-    Some((next, keys))
+    After::Again(next, keys)
 }
 
 pub(super) fn persist(engine: &Engine, qid: &str, state: &State) {
@@ -229,6 +272,7 @@ fn settings(engine: &Engine, rem: &Remote) -> Settings {
     Settings {
         helo: engine.vs.fqdn.clone(),
         timeout: d.remote_timeout,
+        connect_timeout: d.connect_timeout,
         tls: rem.tls,
         tls_configs: engine.tls.clone(),
         credentials: rem.credentials.clone(),
@@ -258,7 +302,8 @@ fn deliver_remote(
     rcpts: &[&Recipient],
     state: &mut State,
     held: &mut Option<Held>,
-) {
+    job_key: &str,
+) -> RouteResult {
     let sender = out_sender(engine, &env.sender);
     let out = OutMessage {
         sender: &sender,
@@ -287,7 +332,8 @@ fn deliver_remote(
     let mut rcpts: Vec<&Recipient> = rcpts.to_vec();
     if let Some(h) = held.as_mut() {
         if send_all(engine, qid, h, &out, &rcpts, state) {
-            return;
+            engine.feedback(&rem.key, Feedback::Delivered);
+            return RouteResult::Settled;
         }
         // The reused connection failed (the server may have closed it while idle): what is still
         // pending goes over a new connection.
@@ -298,13 +344,16 @@ fn deliver_remote(
                 .is_some_and(|s| s.status == Status::Pending)
         });
         if rcpts.is_empty() {
-            return;
+            return RouteResult::Settled;
         }
     }
     let rcpts = &rcpts[..];
     let settings = settings(engine, rem);
     let mut last_error = String::new();
     let mut all_permanent = true;
+    // Dead next hops are skipped; when every one is dead the destination is, until the earliest.
+    let mut dead: Option<(SystemTime, String)> = None;
+    let mut some_live = false;
     let mut hop_sets = vec![&rem.primary];
     if let Some(f) = &rem.fallback {
         hop_sets.push(f);
@@ -324,31 +373,37 @@ fn deliver_remote(
                     state.set(&r.address, Status::Failed, &reply, "");
                 }
                 log::info!("delivery of {qid}: {reply}");
-                return;
+                return RouteResult::Settled;
             }
             Err(e) => {
                 last_error = format!("451 4.4.3 DNS lookup for {} failed: {e}", domain_of(hops));
                 log::info!("delivery of {qid}: {last_error}");
                 all_permanent = false;
+                some_live = true;
                 continue;
             }
         };
         if targets.is_empty() {
             last_error = format!("451 4.4.4 no address for {}", domain_of(hops));
             all_permanent = false;
+            some_live = true;
             continue;
         }
-        let Some(slot) = engine.cache.slot(&rem.key, &|| engine.stopping()) else {
-            last_error = "451 4.3.2 delivery stopping".into();
-            all_permanent = false;
-            break;
-        };
-        let mut slot = Some(slot);
         for (host, addr) in targets {
+            if let Err((until, reason)) = engine.endpoints.usable(addr, SystemTime::now()) {
+                if dead.as_ref().is_none_or(|(u, _)| until < *u) {
+                    dead = Some((until, reason));
+                }
+                continue;
+            }
+            // Never waits: a destination's window keeps its threads within its connections.
+            let Some(slot) = engine.cache.slot(&rem.key, engine.limit(&rem.key)) else {
+                return throttled(engine, rem, job_key, rcpts, state);
+            };
             match Connection::open(addr, &host, &settings) {
                 Ok(conn) => {
-                    let Some(s) = slot.take() else { break };
-                    let mut h = Held::new(rem.key.clone(), conn, s);
+                    engine.endpoints.success(addr);
+                    let mut h = Held::new(rem.key.clone(), conn, slot);
                     if let Some(tls) = &h.conn.tls {
                         log::debug!("delivery of {qid}: {host} [{}] over {tls}", addr.ip());
                     }
@@ -357,7 +412,8 @@ fn deliver_remote(
                     } else {
                         h.conn.quit();
                     }
-                    return;
+                    engine.feedback(&rem.key, Feedback::Delivered);
+                    return RouteResult::Settled;
                 }
                 Err(e) => {
                     log::info!("delivery of {qid}: {}", e.reason);
@@ -367,9 +423,40 @@ fn deliver_remote(
                     } else {
                         format!("451 4.4.1 {}", e.reason)
                     };
+                    if e.permanent {
+                        some_live = true;
+                        continue;
+                    }
+                    match engine.endpoints.failure(addr, &e.reason, SystemTime::now()) {
+                        Some(until) => {
+                            if dead.as_ref().is_none_or(|(u, _)| until < *u) {
+                                dead = Some((until, e.reason.clone()));
+                            }
+                        }
+                        None => {
+                            some_live = true;
+                            // Refused while other connections to it work: the window is too wide.
+                            if rem.key == job_key && engine.busy(&rem.key) > 1 {
+                                return throttled(engine, rem, job_key, rcpts, state);
+                            }
+                        }
+                    }
+                    engine.feedback(&rem.key, Feedback::Throttled);
                 }
             }
         }
+    }
+    if !some_live && let Some((until, reason)) = dead {
+        let reply = format!(
+            "451 4.4.1 every next hop of {} is down until {}: {reason}",
+            rem.key,
+            crate::time::Utc::from_system(until).rfc5322()
+        );
+        for r in rcpts {
+            state.set(&r.address, Status::Pending, &reply, "");
+        }
+        engine.feedback(&rem.key, Feedback::Dead(until, reason));
+        return RouteResult::Dead(until);
     }
     let status = if all_permanent && !last_error.is_empty() {
         Status::Failed
@@ -382,6 +469,31 @@ fn deliver_remote(
     for r in rcpts {
         state.set(&r.address, status, &last_error, "");
     }
+    RouteResult::Settled
+}
+
+/// The destination throttled a connection: its window shrinks, and the message goes back to its
+/// queue if this job is the destination's (otherwise its recipients wait for the next attempt).
+fn throttled(
+    engine: &Engine,
+    rem: &Remote,
+    job_key: &str,
+    rcpts: &[&Recipient],
+    state: &mut State,
+) -> RouteResult {
+    engine.feedback(&rem.key, Feedback::Throttled);
+    if rem.key == job_key {
+        return RouteResult::Throttled;
+    }
+    for r in rcpts {
+        state.set(
+            &r.address,
+            Status::Pending,
+            &format!("451 4.4.1 {} is busy", rem.key),
+            "",
+        );
+    }
+    RouteResult::Settled
 }
 
 fn domain_of(h: &Hops) -> String {

@@ -3,7 +3,7 @@
 //! the same destination (a connection cache, like Postfix's scache), up to MaxBatchedMessages each.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::client::Connection;
@@ -15,7 +15,6 @@ pub const IDLE_KEEP: Duration = Duration::from_secs(2);
 #[derive(Debug, Default)]
 struct Slots {
     map: Mutex<HashMap<String, u32>>,
-    free: Condvar,
 }
 
 /// A connection slot for one destination key, given back when dropped.
@@ -34,7 +33,6 @@ impl Drop for Slot {
                 s.remove(&self.key);
             }
         }
-        self.slots.free.notify_all();
     }
 }
 
@@ -62,58 +60,40 @@ impl Held {
 pub struct Cache {
     slots: Arc<Slots>,
     idle: Mutex<Vec<(Instant, Held)>>,
-    /// MaxOutConnectionsPerDomain.
-    per_destination: u32,
     /// MaxBatchedMessages.
     max_batched: u32,
 }
 
 impl Cache {
-    /// An empty cache with these limits.
-    pub fn new(per_destination: u32, max_batched: u32) -> Cache {
+    /// An empty cache; a connection carries at most `max_batched` messages.
+    pub fn new(max_batched: u32) -> Cache {
         Cache {
             slots: Arc::new(Slots::default()),
             idle: Mutex::new(Vec::new()),
-            per_destination,
             max_batched,
         }
     }
 
-    /// Waits for a connection slot toward `key`; `None` once `stopping()` says so.
-    pub fn slot(&self, key: &str, stopping: &dyn Fn() -> bool) -> Option<Slot> {
-        let max = self.per_destination;
-        let mut s = self.slots.map.lock().unwrap_or_else(|p| p.into_inner());
-        loop {
-            if stopping() {
-                return None;
-            }
-            let n = s.entry(key.to_string()).or_insert(0);
-            if *n < max {
-                *n += 1;
-                return Some(Slot {
-                    slots: self.slots.clone(),
-                    key: key.to_string(),
-                });
+    /// A connection slot toward `key` if fewer than `max` connections to it are open (idle ones
+    /// count; one is closed to make room). Never waits: the scheduler's window keeps threads from
+    /// asking for more than a destination allows.
+    pub fn slot(&self, key: &str, max: u32) -> Option<Slot> {
+        for _ in 0..2 {
+            {
+                let mut s = self.slots.map.lock().unwrap_or_else(|p| p.into_inner());
+                let n = s.entry(key.to_string()).or_insert(0);
+                if *n < max.max(1) {
+                    *n += 1;
+                    return Some(Slot {
+                        slots: self.slots.clone(),
+                        key: key.to_string(),
+                    });
+                }
             }
             // An idle cached connection to this destination holds a slot: free one.
-            drop(s);
             self.close_idle(Some(key), false);
-            s = self.slots.map.lock().unwrap_or_else(|p| p.into_inner());
-            if s.get(key).is_some_and(|n| *n < max) {
-                continue;
-            }
-            s = self
-                .slots
-                .free
-                .wait_timeout(s, Duration::from_millis(500))
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
         }
-    }
-
-    /// Wakes every thread waiting for a slot (to see that delivery is stopping).
-    pub fn wake_waiters(&self) {
-        self.slots.free.notify_all();
+        None
     }
 
     /// Whether `h` may carry another message (MaxBatchedMessages not reached, still healthy).
@@ -174,18 +154,16 @@ mod tests {
 
     #[test]
     fn slots_are_counted_per_destination_and_given_back() {
-        let c = Cache::new(2, 20);
-        let never = || false;
-        let a1 = c.slot("a", &never).unwrap();
-        let _a2 = c.slot("a", &never).unwrap();
-        let _b1 = c.slot("b", &never).unwrap();
+        let c = Cache::new(20);
+        let a1 = c.slot("a", 2).unwrap();
+        let _a2 = c.slot("a", 2).unwrap();
+        let b1 = c.slot("b", 2).unwrap();
         assert_eq!(c.slots.map.lock().unwrap().get("a"), Some(&2));
+        assert!(c.slot("a", 2).is_none(), "full: no waiting");
         drop(a1);
         assert_eq!(c.slots.map.lock().unwrap().get("a"), Some(&1));
-        let _a3 = c.slot("a", &never).unwrap();
-        // A full destination waits; a stopping service gives up instead.
-        assert!(c.slot("a", &|| true).is_none());
-        drop(_b1);
+        let _a3 = c.slot("a", 2).unwrap();
+        drop(b1);
         assert!(
             !c.slots.map.lock().unwrap().contains_key("b"),
             "no zero entries"

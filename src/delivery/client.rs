@@ -62,8 +62,10 @@ pub struct Rcpt<'a> {
 pub struct Settings {
     /// Our name for EHLO.
     pub helo: String,
-    /// RemoteTimeout: for connecting and for each reply.
+    /// RemoteTimeout: for the greeting and each reply.
     pub timeout: Duration,
+    /// RemoteConnectTimeout: for the TCP connect.
+    pub connect_timeout: Duration,
     /// OutboundTls for this hop.
     pub tls: TlsPolicy,
     /// The rustls configurations.
@@ -139,7 +141,7 @@ impl Connection {
         host: &str,
         settings: &Settings,
     ) -> Result<Connection, ConnectError> {
-        let tcp = TcpStream::connect_timeout(&addr, settings.timeout).map_err(|e| {
+        let tcp = TcpStream::connect_timeout(&addr, settings.connect_timeout).map_err(|e| {
             ConnectError::temp(format!("cannot connect to {host} [{}]: {e}", addr.ip()))
         })?;
         let _ = tcp.set_read_timeout(Some(settings.timeout));

@@ -1,10 +1,11 @@
 //! The delivery service of one Queue folder: a pool of delivery threads (at most MaxOutConnections)
-//! and a dispatcher thread that hands them messages as they fall due (retries, and what was queued at
-//! start-up). A newly committed message comes from the store's hand-over ([`Inbox`]) with its typed
-//! envelope: it is scheduled and handed to a delivery thread on the committing thread, with no thread
-//! in between and without reading the file back. A thread that finished a message on an open
-//! connection carries on with the next due message for the same destination, up to
-//! MaxBatchedMessages (`cache`).
+//! fed by the destination-aware `scheduler`, and a dispatcher thread that wakes when messages fall
+//! due (retries, what was queued at start-up) or a dead destination may probe again. A newly
+//! committed message comes from the store's hand-over ([`Inbox`]) with its typed envelope: it is
+//! scheduled and handed to a delivery thread on the committing thread, with no thread in between and
+//! without reading the file back. A job is one message for one destination; while its connection
+//! stays open the thread takes the destination's next ready message, up to MaxBatchedMessages, and
+//! leaves the connection in the `cache` for the next one. Each finished job dispatches the next.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,11 +13,12 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
-use super::attempt;
+use super::attempt::{self, After};
 use super::cache::{Cache, Held, IDLE_KEEP};
 use super::dns::Dns;
+use super::endpoints::Endpoints;
 use super::route::{self, Route};
-use super::scheduler::Scheduler;
+use super::scheduler::{Feedback, Job, Limits, Scheduler};
 use crate::config::VirtualServer;
 use crate::mailroot::state::{State, Status};
 use crate::mailroot::store::{Handover, Queued, Store};
@@ -36,13 +38,17 @@ pub struct Engine {
     pub tls: ClientTls,
     /// Connection slots and open connections.
     pub cache: Cache,
+    /// Which next-hop addresses are dead.
+    pub endpoints: Endpoints,
     sched: Mutex<Scheduler>,
+    /// MaxOutConnectionsPerDomain of each destination seen, by key (a domain section may set its own).
+    limits: Arc<Mutex<HashMap<String, u32>>>,
     wake: Condvar,
     /// Messages handed over by the store and not yet attempted: their envelope and body offset.
     fresh: Mutex<HashMap<String, Queued>>,
     stopping: AtomicBool,
     /// The delivery threads (at most MaxOutConnections).
-    pool: Pool<Vec<String>, ()>,
+    pool: Pool<Job, ()>,
 }
 
 impl Engine {
@@ -71,13 +77,34 @@ impl Engine {
             }
             let k = match route::route(&self.vs, &r.address) {
                 Route::Local => "local".to_string(),
-                Route::Remote(rem) => rem.key,
+                Route::Remote(rem) => {
+                    self.note_limit(&rem.key, rem.max_out);
+                    rem.key
+                }
             };
             if !keys.contains(&k) {
                 keys.push(k);
             }
         }
         keys
+    }
+
+    /// Remembers the most connections toward `key` (its scheduler window's limit).
+    pub fn note_limit(&self, key: &str, max: u32) {
+        let mut l = self.limits.lock().unwrap_or_else(|p| p.into_inner());
+        if l.get(key) != Some(&max) {
+            l.insert(key.to_string(), max);
+        }
+    }
+
+    /// The most connections toward `key` at once.
+    pub fn limit(&self, key: &str) -> u32 {
+        self.limits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .copied()
+            .unwrap_or(self.vs.delivery.max_out_per_domain)
     }
 
     /// A message just committed (told by the store's hand-over): due now. It goes to a delivery
@@ -89,12 +116,13 @@ impl Engine {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(id.clone(), q);
+        let now = SystemTime::now();
         let mut s = self.sched.lock().unwrap_or_else(|p| p.into_inner());
         if !s.contains(&id) {
-            s.add(&id, SystemTime::now(), keys);
+            s.add(&id, now, keys, now);
         }
         if !self.stopping() {
-            self.dispatch_due(&mut s);
+            self.dispatch(&mut s);
         }
     }
 
@@ -106,17 +134,40 @@ impl Engine {
             .remove(id)
     }
 
-    /// Hands every due message to the delivery threads; those for the same destination travel
-    /// together, over one connection.
-    fn dispatch_due(&self, s: &mut Scheduler) {
-        let batch = self.vs.delivery.max_batched as usize;
-        loop {
-            let ids = s.pop_due_batch(SystemTime::now(), batch);
-            if ids.is_empty() {
-                return;
-            }
-            self.pool.submit(ids);
+    /// Hands the delivery threads every job the destinations' windows allow now.
+    fn dispatch(&self, s: &mut Scheduler) {
+        while let Some(job) = s.next_job(SystemTime::now()) {
+            self.pool.submit(job);
         }
+    }
+
+    /// What an attempt learned about `key`'s next hops (logged at info when its state changes).
+    pub fn feedback(&self, key: &str, f: Feedback) {
+        let mut s = self.sched.lock().unwrap_or_else(|p| p.into_inner());
+        let dead = matches!(f, Feedback::Dead(..));
+        if let Some(line) = s.feedback(key, f, SystemTime::now()) {
+            log::info!("SMTPSVC{}: {line}", self.vs.instance);
+        }
+        if dead {
+            // Parked messages old enough for a delay notice or expiry still get their attempt.
+            let d = &self.vs.delivery;
+            let notice = d.delay_expire.min(d.ndr_expire);
+            s.unpark_old(key, |id| {
+                crate::id::arrival(id)
+                    .and_then(|a| SystemTime::now().duration_since(a).ok())
+                    .is_some_and(|age| age >= notice)
+            });
+            self.wake.notify_all();
+        }
+    }
+
+    /// Threads at work for `key` now.
+    pub fn busy(&self, key: &str) -> u32 {
+        let s = self.sched.lock().unwrap_or_else(|p| p.into_inner());
+        s.destinations()
+            .find(|(k, _)| k.as_str() == key)
+            .map(|(_, d)| d.busy)
+            .unwrap_or(0)
     }
 
     /// Puts `id` (found in Queue at start-up) in the schedule: due at its state's next attempt, or now.
@@ -145,26 +196,39 @@ impl Engine {
             .unwrap_or_else(SystemTime::now);
         let mut s = self.sched.lock().unwrap_or_else(|p| p.into_inner());
         if !s.contains(id) {
-            s.add(id, due, keys);
+            s.add(id, due, keys, SystemTime::now());
             self.wake.notify_all();
         }
     }
 
-    /// Ends an attempt (see `Scheduler::finished`).
-    pub fn finished(&self, id: &str, next: Option<(SystemTime, Vec<String>)>) {
-        let again = next.is_some();
+    /// Ends an attempt of `id` (see `Scheduler::finished`).
+    fn after(&self, id: &str, after: After) {
+        let now = SystemTime::now();
         let mut s = self.sched.lock().unwrap_or_else(|p| p.into_inner());
-        s.finished(id, next);
-        // A message that is done changes nothing the dispatcher waits for.
-        if again {
-            self.wake.notify_all();
+        match after {
+            After::Done => s.finished(id, None, now),
+            After::Again(due, keys) => {
+                s.finished(id, Some((due, keys)), now);
+                // The dispatcher sleeps until the earliest due time: it must hear of a new one.
+                self.wake.notify_all();
+            }
+            After::Requeue(keys) => s.requeue(id, keys),
         }
     }
 
-    /// The next due message for an open connection to `key`.
-    pub fn next_for(&self, key: &str) -> Option<String> {
+    /// The next ready message of `key` for a thread holding an open connection to it.
+    fn take_for(&self, key: &str) -> Option<String> {
         let mut s = self.sched.lock().unwrap_or_else(|p| p.into_inner());
-        s.take_due_with_key(key, SystemTime::now(), 1000)
+        s.take_for(key)
+    }
+
+    /// A job ended: its place in the window is free; the next jobs go out from here.
+    fn job_done(&self, job: &Job) {
+        let mut s = self.sched.lock().unwrap_or_else(|p| p.into_inner());
+        s.job_done(job);
+        if !self.stopping() {
+            self.dispatch(&mut s);
+        }
     }
 }
 
@@ -208,6 +272,27 @@ impl Service {
         let dns =
             Dns::new(&d.dns_servers, Duration::from_secs(5), 2).map_err(|e| format!("DNS: {e}"))?;
         let tls = ClientTls::new(d.ca_file.as_deref()).map_err(|e| e.to_string())?;
+        let limits: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
+        let (initial, default_max, local_max) =
+            (d.initial_concurrency, d.max_out_per_domain, d.max_out);
+        let by_key = limits.clone();
+        // A destination's window: from DestinationInitialConcurrency up to its MaxOutConnections-
+        // PerDomain. Drop deliveries ("local") and unreadable files ("") connect to nothing.
+        let scheduler = Scheduler::new(move |key: &str| {
+            if !(key.starts_with("mx:") || key.starts_with("host:")) {
+                return Limits {
+                    initial: local_max,
+                    max: local_max,
+                };
+            }
+            let max = by_key
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(key)
+                .copied()
+                .unwrap_or(default_max);
+            Limits { initial, max }
+        });
         let engine = Arc::new_cyclic(|me: &Weak<Engine>| {
             let worker = me.clone();
             let pool = Pool::new(
@@ -215,10 +300,11 @@ impl Service {
                 // Started with the first due message: an idle relay keeps no delivery thread.
                 0,
                 d.max_out as usize,
-                move |ids: Vec<String>, _: &mut ()| {
+                move |job: Job, _: &mut ()| {
                     // Gone only at shutdown: the messages stay in Queue for the next start.
                     if let Some(e) = worker.upgrade() {
-                        deliver_batch(&e, ids);
+                        run_job(&e, &job);
+                        e.job_done(&job);
                     }
                 },
             );
@@ -227,8 +313,10 @@ impl Service {
                 store,
                 dns,
                 tls,
-                cache: Cache::new(d.max_out_per_domain, d.max_batched),
-                sched: Mutex::new(Scheduler::new()),
+                cache: Cache::new(d.max_batched),
+                endpoints: Endpoints::new(d.dead_failures, d.retry.clone()),
+                sched: Mutex::new(scheduler),
+                limits,
                 wake: Condvar::new(),
                 fresh: Mutex::new(HashMap::new()),
                 stopping: AtomicBool::new(false),
@@ -260,12 +348,12 @@ impl Service {
                 let mut s = e.sched.lock().unwrap_or_else(|p| p.into_inner());
                 while !e.stopping() {
                     let now = SystemTime::now();
-                    e.dispatch_due(&mut s);
+                    e.dispatch(&mut s);
                     drop(s);
                     e.cache.close_idle(None, e.stopping());
                     s = e.sched.lock().unwrap_or_else(|p| p.into_inner());
                     let wait = s
-                        .next_due()
+                        .next_wake()
                         .map(|d| d.duration_since(now).unwrap_or(Duration::ZERO))
                         .unwrap_or(Duration::from_secs(60))
                         .min(if e.cache.has_idle() {
@@ -288,34 +376,48 @@ impl Service {
     pub fn stop(self) {
         self.engine.stopping.store(true, Ordering::Release);
         self.engine.wake.notify_all();
-        self.engine.cache.wake_waiters();
         self.engine.cache.close_idle(None, true);
         let _ = self.dispatcher.join();
     }
 }
 
-/// Delivers `ids` (due messages for one destination) one after the other, then as long as the
-/// connection stays open, the next due messages for the same destination (MaxBatchedMessages per
-/// connection); the open connection then waits in the cache for the next message.
-fn deliver_batch(engine: &Engine, ids: Vec<String>) {
-    let mut held: Option<Held> = None;
-    let mut queue: std::collections::VecDeque<String> = ids.into();
-    while let Some(id) = queue.pop_front() {
-        if engine.stopping() {
-            engine.finished(&id, Some((SystemTime::now(), Vec::new())));
-            continue;
+/// Runs one job. A delivery takes its message, then as long as the connection stays open, the
+/// destination's next ready messages (MaxBatchedMessages per connection); the open connection then
+/// waits in the cache for the next message. A deferral attempts each message of a dead destination
+/// (no connection is made: the state says why and until when).
+fn run_job(engine: &Engine, job: &Job) {
+    match job {
+        Job::Deliver { key, ids } => {
+            let mut held: Option<Held> = None;
+            let mut queue: std::collections::VecDeque<String> = ids.iter().cloned().collect();
+            while let Some(id) = queue.pop_front() {
+                if engine.stopping() {
+                    engine.after(&id, After::Again(SystemTime::now(), Vec::new()));
+                    continue;
+                }
+                let after = attempt::run(engine, &id, key, &mut held);
+                engine.after(&id, after);
+                if queue.is_empty()
+                    && let Some(h) = &held
+                    && engine.cache.reusable(h)
+                    && let Some(n) = engine.take_for(&h.key)
+                {
+                    queue.push_back(n);
+                }
+            }
+            if let Some(h) = held {
+                engine.put_idle(h);
+            }
         }
-        let next = attempt::run(engine, &id, &mut held);
-        engine.finished(&id, next);
-        if queue.is_empty()
-            && let Some(h) = &held
-            && engine.cache.reusable(h)
-            && let Some(n) = engine.next_for(&h.key)
-        {
-            queue.push_back(n);
+        Job::Defer { key, ids } => {
+            for id in ids {
+                let after = if engine.stopping() {
+                    After::Again(SystemTime::now(), Vec::new())
+                } else {
+                    attempt::run(engine, id, key, &mut None)
+                };
+                engine.after(id, after);
+            }
         }
-    }
-    if let Some(h) = held {
-        engine.put_idle(h);
     }
 }

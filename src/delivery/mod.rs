@@ -7,6 +7,7 @@ pub mod cache;
 pub mod client;
 pub mod dns;
 pub mod dsn;
+pub mod endpoints;
 pub mod engine;
 pub mod reply;
 pub mod report;

@@ -36,6 +36,9 @@ pub struct Remote {
     pub tls: TlsPolicy,
     /// AUTH credentials for these hops.
     pub credentials: Option<Credentials>,
+    /// The most connections toward these hops at once (MaxOutConnectionsPerDomain, or the domain
+    /// section's own).
+    pub max_out: u32,
 }
 
 /// Where a recipient goes.
@@ -76,12 +79,15 @@ fn key_of(h: &Hops) -> String {
 
 /// Routes one recipient address.
 pub fn route(vs: &VirtualServer, address: &str) -> Route {
-    let domain = domain_of(address);
-    if !domain.starts_with('[') && vs.is_local_domain(&domain) {
+    if vs.is_local_address(address) {
         return Route::Local;
     }
+    let domain = domain_of(address);
     let d = &vs.delivery;
     let section = vs.domain_route(&domain);
+    let max_out = section
+        .and_then(|s| s.max_out)
+        .unwrap_or(d.max_out_per_domain);
     let tls = section.and_then(|s| s.tls).unwrap_or(d.tls);
     // An address literal goes to that address.
     if let Some(lit) = domain.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
@@ -97,6 +103,7 @@ pub fn route(vs: &VirtualServer, address: &str) -> Route {
             fallback: None,
             tls,
             credentials: None,
+            max_out,
         });
     }
     if let Some(s) = section
@@ -109,6 +116,7 @@ pub fn route(vs: &VirtualServer, address: &str) -> Route {
             fallback: None,
             tls,
             credentials: s.credentials.clone(),
+            max_out,
         });
     }
     let dns = Hops::Dns {
@@ -131,6 +139,7 @@ pub fn route(vs: &VirtualServer, address: &str) -> Route {
         fallback,
         tls,
         credentials,
+        max_out,
     })
 }
 
@@ -199,6 +208,7 @@ mod tests {
                 password: "p".into(),
             }),
             tls: Some(TlsPolicy::Required),
+            max_out: Some(3),
         });
         let Route::Remote(r) = route(&vs, "x@a.corp.test") else {
             panic!()
@@ -216,6 +226,7 @@ mod tests {
         );
         assert_eq!(r.tls, TlsPolicy::Required);
         assert_eq!(r.credentials.map(|c| c.user), Some("u".into()));
+        assert_eq!(r.max_out, 3, "the section's MaxOutConnectionsPerDomain");
         let Route::Remote(r) = route(&vs, "x@[127.0.0.9]") else {
             panic!()
         };

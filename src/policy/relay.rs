@@ -76,6 +76,7 @@ mod tests {
             smart_host: None,
             credentials: None,
             tls: None,
+            max_out: None,
         });
         let m = |a: &'static str| parse_mailbox(a.as_bytes()).unwrap();
         assert_eq!(decide(&vs, false, &m("u@mx.partner.test")), Decision::Relay);
