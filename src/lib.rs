@@ -65,7 +65,7 @@ pub(crate) mod testutil {
                 truncate_size: 20_480_000,
             },
             delivery: DeliverySettings {
-                smart_host: None,
+                smart_host: Vec::new(),
                 smart_host_type: SmartHostType::DnsOnly,
                 remote_port: 25,
                 dns_servers: Vec::new(),
@@ -76,6 +76,8 @@ pub(crate) mod testutil {
                 initial_concurrency: 5,
                 dead_failures: 3,
                 connect_timeout: Duration::from_secs(30),
+                transaction_timeout: Duration::from_secs(1800),
+                max_per_minute: 0,
                 tls: TlsPolicy::Opportunistic,
                 ca_file: None,
                 auth_plaintext: false,

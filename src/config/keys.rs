@@ -240,6 +240,16 @@ pub const SERVER_KEYS: &[KeyDef] = &[
         meaning: "seconds allowed for the TCP connect to a next hop",
     },
     KeyDef {
+        name: "RemoteTransactionTimeout",
+        default: "1800",
+        meaning: "seconds allowed for one whole outbound transaction (MAIL to the reply after the data), however the next hop drips its replies",
+    },
+    KeyDef {
+        name: "MaxMessagesPerMinute",
+        default: "0",
+        meaning: "most messages a minute sent through the smart host (0 = no cap); a domain section may set its own for its route",
+    },
+    KeyDef {
         name: "OutboundTls",
         default: "opportunistic",
         meaning: "none, opportunistic (STARTTLS when offered), required (verified STARTTLS) or implicit (TLS from the first byte; 465 for a next hop written without :port)",
@@ -332,6 +342,11 @@ pub const DOMAIN_KEYS: &[KeyDef] = &[
         name: "MaxOutConnectionsPerDomain",
         default: "",
         meaning: "most concurrent connections toward this domain's next hop (default: the server's MaxOutConnectionsPerDomain)",
+    },
+    KeyDef {
+        name: "MaxMessagesPerMinute",
+        default: "",
+        meaning: "most messages a minute sent toward this domain's next hop (0 = no cap; default: the server's, when the route is its smart host)",
     },
 ];
 

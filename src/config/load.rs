@@ -16,7 +16,7 @@ use super::settings::{
 use super::values::{
     optional, parse_addr_list, parse_auth_flags, parse_bindings, parse_bool, parse_domain,
     parse_domain_list, parse_log_period, parse_mailbox_value, parse_millis, parse_minutes,
-    parse_next_hop, parse_num, parse_path, parse_port, parse_retry, parse_seconds,
+    parse_next_hops, parse_num, parse_path, parse_port, parse_retry, parse_seconds,
     parse_smart_host_type, parse_tls,
 };
 use super::{HostList, IpList};
@@ -329,7 +329,7 @@ fn build(
         truncate_size: r.parse("LogFileTruncateSize", |v| parse_num::<u64>(v, 1024))?,
     };
     let delivery = DeliverySettings {
-        smart_host: r.parse("SmartHost", parse_next_hop)?,
+        smart_host: r.parse("SmartHost", parse_next_hops)?,
         smart_host_type: r.parse("SmartHostType", parse_smart_host_type)?,
         remote_port: r.parse("RemoteSmtpPort", parse_port)?,
         dns_servers: r.parse("DnsServers", parse_addr_list)?,
@@ -341,6 +341,8 @@ fn build(
             .parse("DestinationInitialConcurrency", |v| parse_num::<u32>(v, 1))?,
         dead_failures: r.parse("DeadDestinationFailures", |v| parse_num::<u32>(v, 1))?,
         connect_timeout: r.parse("RemoteConnectTimeout", parse_seconds)?,
+        transaction_timeout: r.parse("RemoteTransactionTimeout", parse_seconds)?,
+        max_per_minute: r.parse("MaxMessagesPerMinute", |v| parse_num::<u32>(v, 0))?,
         tls: r.parse("OutboundTls", parse_tls)?,
         ca_file: r.parse("OutboundTlsCaFile", |v| {
             optional(v, |v| parse_path(base, v))
@@ -470,11 +472,14 @@ fn build_domain(path: &Path, name: &str, s: &ini::Section) -> Result<DomainRoute
     Ok(DomainRoute {
         pattern: name.to_string(),
         relay_allowed: r.parse("RelayAllowed", parse_bool)?,
-        smart_host: r.parse("SmartHost", parse_next_hop)?,
+        smart_host: r.parse("SmartHost", parse_next_hops)?,
         credentials: credentials(&r)?,
         tls: r.parse("OutboundTls", |v| optional(v, parse_tls))?,
         max_out: r.parse("MaxOutConnectionsPerDomain", |v| {
             optional(v, |v| parse_num::<u32>(v, 1))
+        })?,
+        max_per_minute: r.parse("MaxMessagesPerMinute", |v| {
+            optional(v, |v| parse_num::<u32>(v, 0))
         })?,
     })
 }
@@ -574,11 +579,11 @@ mod tests {
         let d = &vs.delivery;
         assert_eq!(
             d.smart_host,
-            Some(NextHop {
+            vec![NextHop {
                 host: "127.0.0.1".into(),
                 port: Some(2626),
                 literal: true
-            })
+            }]
         );
         assert_eq!(d.smart_host_type, SmartHostType::Always);
         assert_eq!(

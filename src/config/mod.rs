@@ -26,4 +26,4 @@ pub use settings::{
     AuthFlags, Binding, Credentials, DeliverySettings, Dirs, DomainRoute, LogPeriod, LogSettings,
     NextHop, SecuritySettings, SmartHostType, TlsPolicy, VirtualServer,
 };
-pub use values::{parse_bindings, parse_minutes, parse_next_hop, parse_seconds};
+pub use values::{parse_bindings, parse_minutes, parse_next_hop, parse_next_hops, parse_seconds};

@@ -176,8 +176,11 @@ impl VirtualServer {
     /// The effective value of every key, in table order, as INI text would write it.
     pub fn effective(&self) -> Vec<(&'static str, String)> {
         let p = |p: &PathBuf| p.display().to_string();
-        fn opt<T: fmt::Display>(v: &Option<T>) -> String {
-            v.as_ref().map(|v| v.to_string()).unwrap_or_default()
+        fn hops(v: &[NextHop]) -> String {
+            v.iter()
+                .map(|h| h.to_string())
+                .collect::<Vec<_>>()
+                .join("; ")
         }
         fn minutes(d: Duration) -> String {
             if d.as_secs().is_multiple_of(60) {
@@ -268,7 +271,7 @@ impl VirtualServer {
                 u8::from(self.security.reverse_dns).to_string(),
             ),
             ("MaxConnectionsPerIp", self.security.max_per_ip.to_string()),
-            ("SmartHost", opt(&self.delivery.smart_host)),
+            ("SmartHost", hops(&self.delivery.smart_host)),
             (
                 "SmartHostType",
                 self.delivery.smart_host_type.code().to_string(),
@@ -304,6 +307,14 @@ impl VirtualServer {
             (
                 "RemoteConnectTimeout",
                 self.delivery.connect_timeout.as_secs().to_string(),
+            ),
+            (
+                "RemoteTransactionTimeout",
+                self.delivery.transaction_timeout.as_secs().to_string(),
+            ),
+            (
+                "MaxMessagesPerMinute",
+                self.delivery.max_per_minute.to_string(),
             ),
             ("OutboundTls", self.delivery.tls.as_str().to_string()),
             (
@@ -527,14 +538,16 @@ pub struct DomainRoute {
     pub pattern: String,
     /// RelayAllowed: any client may send to this domain.
     pub relay_allowed: bool,
-    /// SmartHost for this domain.
-    pub smart_host: Option<NextHop>,
+    /// SmartHost for this domain: next hops in order of preference (empty: none).
+    pub smart_host: Vec<NextHop>,
     /// RouteUserName / RoutePassword.
     pub credentials: Option<Credentials>,
     /// OutboundTls for this domain.
     pub tls: Option<TlsPolicy>,
     /// MaxOutConnectionsPerDomain for this domain's next hop.
     pub max_out: Option<u32>,
+    /// MaxMessagesPerMinute for this domain's next hop (0: none).
+    pub max_per_minute: Option<u32>,
 }
 
 impl DomainRoute {
@@ -554,8 +567,8 @@ impl DomainRoute {
 /// How mail leaves: next hops, retries, reports, pickup.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeliverySettings {
-    /// SmartHost.
-    pub smart_host: Option<NextHop>,
+    /// SmartHost: next hops in order of preference (empty: none). The first live one is used.
+    pub smart_host: Vec<NextHop>,
     /// SmartHostType.
     pub smart_host_type: SmartHostType,
     /// RemoteSmtpPort.
@@ -576,6 +589,10 @@ pub struct DeliverySettings {
     pub dead_failures: u32,
     /// RemoteConnectTimeout: the TCP connect to a next hop.
     pub connect_timeout: Duration,
+    /// RemoteTransactionTimeout: one whole outbound transaction.
+    pub transaction_timeout: Duration,
+    /// MaxMessagesPerMinute through the smart host (0: no cap).
+    pub max_per_minute: u32,
     /// OutboundTls.
     pub tls: TlsPolicy,
     /// OutboundTlsCaFile.

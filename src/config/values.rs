@@ -54,7 +54,17 @@ pub fn parse_bindings(v: &str) -> Result<Vec<Binding>, String> {
     Ok(out)
 }
 
-/// `host`, `host:port`, `[a.b.c.d]`, `[a.b.c.d]:port`, `[IPv6]:port`; empty = none.
+/// SmartHost: one next hop, or several separated by `;` in order of preference
+/// (`a.example; [192.0.2.5]:587; b.example`).
+pub fn parse_next_hops(v: &str) -> Result<Vec<NextHop>, String> {
+    let mut hops = Vec::new();
+    for part in v.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+        hops.extend(parse_next_hop(part)?);
+    }
+    Ok(hops)
+}
+
+/// One next hop: `host`, `host:port`, `[a.b.c.d]`, `[a.b.c.d]:port`, `[IPv6]:port`; empty = none.
 pub fn parse_next_hop(v: &str) -> Result<Option<NextHop>, String> {
     if v.is_empty() {
         return Ok(None);
@@ -342,6 +352,13 @@ mod tests {
             Some(587)
         );
         assert!(parse_next_hop("[::1]:25").unwrap().unwrap().literal);
+        let list = parse_next_hops("a.example; [192.0.2.5]:587;b.example ;").unwrap();
+        assert_eq!(
+            list.iter().map(|h| h.to_string()).collect::<Vec<_>>(),
+            vec!["a.example", "[192.0.2.5]:587", "b.example"]
+        );
+        assert!(parse_next_hops("").unwrap().is_empty());
+        assert!(parse_next_hops("a.example; b..example").is_err());
     }
 
     #[test]

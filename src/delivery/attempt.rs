@@ -239,6 +239,22 @@ pub(super) fn persist(engine: &Engine, qid: &str, state: &State) {
 /// The addresses to try for `hops`, in order: (host name, address).
 fn resolve(engine: &Engine, hops: &Hops) -> Result<Vec<(String, SocketAddr)>, DnsError> {
     match hops {
+        // A SmartHost list: every host's addresses, in the list's order; a host whose name does
+        // not resolve is passed over while another does.
+        Hops::List(list) => {
+            let mut all = Vec::new();
+            let mut last = None;
+            for h in list {
+                match resolve(engine, h) {
+                    Ok(t) => all.extend(t),
+                    Err(e) => last = Some(e),
+                }
+            }
+            match last {
+                Some(e) if all.is_empty() => Err(e),
+                _ => Ok(all),
+            }
+        }
         Hops::Host { hop, port } => {
             if hop.literal {
                 let ip = hop.host.parse().map_err(|_| {
@@ -273,6 +289,7 @@ fn settings(engine: &Engine, rem: &Remote) -> Settings {
         helo: engine.vs.fqdn.clone(),
         timeout: d.remote_timeout,
         connect_timeout: d.connect_timeout,
+        transaction_timeout: d.transaction_timeout,
         tls: rem.tls,
         tls_configs: engine.tls.clone(),
         credentials: rem.credentials.clone(),
@@ -500,6 +517,7 @@ fn domain_of(h: &Hops) -> String {
     match h {
         Hops::Dns { domain, .. } => domain.clone(),
         Hops::Host { hop, .. } => hop.to_string(),
+        Hops::List(list) => list.first().map(domain_of).unwrap_or_default(),
     }
 }
 

@@ -7,7 +7,7 @@
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rustls::ClientConfig;
 
@@ -66,6 +66,8 @@ pub struct Settings {
     pub timeout: Duration,
     /// RemoteConnectTimeout: for the TCP connect.
     pub connect_timeout: Duration,
+    /// RemoteTransactionTimeout: for one whole transaction (MAIL to the reply after the data).
+    pub transaction_timeout: Duration,
     /// OutboundTls for this hop.
     pub tls: TlsPolicy,
     /// The rustls configurations.
@@ -112,6 +114,11 @@ pub struct Connection {
     /// The last transaction did not end in a temporary refusal of the whole message (a 4xx to
     /// MAIL or DATA): only such a connection is worth keeping for the next message.
     pub healthy: bool,
+    /// RemoteTimeout and RemoteTransactionTimeout.
+    timeouts: (Duration, Duration),
+    /// When the transaction under way must be over: a next hop that drips its replies a byte at a
+    /// time answers each read within RemoteTimeout, and must still not hold the thread for ever.
+    deadline: Option<Instant>,
 }
 
 const BUF: usize = 16 * 1024;
@@ -168,6 +175,8 @@ impl Connection {
             tls,
             sent: 0,
             healthy: true,
+            timeouts: (settings.timeout, settings.transaction_timeout),
+            deadline: None,
         };
         let greeting = c.read_reply().map_err(ConnectError::temp)?;
         if greeting.code != 220 {
@@ -261,6 +270,8 @@ impl Connection {
             tls: Some(d),
             sent: 0,
             healthy: true,
+            timeouts: (settings.timeout, settings.transaction_timeout),
+            deadline: None,
         };
         c.hello(settings)?;
         Ok(c)
@@ -325,6 +336,7 @@ impl Connection {
 
     fn read_reply(&mut self) -> Result<Reply, String> {
         loop {
+            self.within_deadline()?;
             match reply::parse(&self.buf[self.start..self.end]) {
                 reply::Parse::Complete(r, n) => {
                     self.start += n;
@@ -362,7 +374,29 @@ impl Connection {
         }
     }
 
+    /// Fails once the transaction's deadline has passed, and keeps each read within it.
+    fn within_deadline(&mut self) -> Result<(), String> {
+        let Some(deadline) = self.deadline else {
+            return Ok(());
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            self.healthy = false;
+            return Err(format!(
+                "{}: the transaction took longer than {} s",
+                self.host,
+                self.timeouts.1.as_secs()
+            ));
+        }
+        // Only near the end: a shorter read timeout costs a system call.
+        if left < self.timeouts.0 {
+            let _ = self.stream.tcp().set_read_timeout(Some(left));
+        }
+        Ok(())
+    }
+
     fn write_all(&mut self, bytes: &[u8]) -> Result<(), String> {
+        self.within_deadline()?;
         self.stream
             .write_all(bytes)
             .and_then(|_| self.stream.flush())
@@ -395,6 +429,23 @@ impl Connection {
     /// Sends one message to `rcpts` (at most the caller's MaxRecipients). `Err` means the connection
     /// failed part way: the caller defers every recipient of this transaction and drops the connection.
     pub fn send(
+        &mut self,
+        msg: &OutMessage<'_>,
+        rcpts: &[Rcpt<'_>],
+    ) -> Result<Vec<Outcome>, String> {
+        self.deadline = Some(Instant::now() + self.timeouts.1);
+        let r = self.transaction(msg, rcpts);
+        if self
+            .deadline
+            .take()
+            .is_some_and(|d| d < Instant::now() + self.timeouts.0)
+        {
+            let _ = self.stream.tcp().set_read_timeout(Some(self.timeouts.0));
+        }
+        r
+    }
+
+    fn transaction(
         &mut self,
         msg: &OutMessage<'_>,
         rcpts: &[Rcpt<'_>],

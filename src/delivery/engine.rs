@@ -41,8 +41,9 @@ pub struct Engine {
     /// Which next-hop addresses are dead.
     pub endpoints: Endpoints,
     sched: Mutex<Scheduler>,
-    /// MaxOutConnectionsPerDomain of each destination seen, by key (a domain section may set its own).
-    limits: Arc<Mutex<HashMap<String, u32>>>,
+    /// MaxOutConnectionsPerDomain and MaxMessagesPerMinute of each destination seen, by key (a
+    /// domain section may set its own).
+    limits: Arc<Mutex<HashMap<String, (u32, u32)>>>,
     wake: Condvar,
     /// Messages handed over by the store and not yet attempted: their envelope and body offset.
     fresh: Mutex<HashMap<String, Queued>>,
@@ -78,7 +79,7 @@ impl Engine {
             let k = match route::route(&self.vs, &r.address) {
                 Route::Local => "local".to_string(),
                 Route::Remote(rem) => {
-                    self.note_limit(&rem.key, rem.max_out);
+                    self.note_limits(&rem.key, (rem.max_out, rem.per_minute));
                     rem.key
                 }
             };
@@ -89,11 +90,11 @@ impl Engine {
         keys
     }
 
-    /// Remembers the most connections toward `key` (its scheduler window's limit).
-    pub fn note_limit(&self, key: &str, max: u32) {
+    /// Remembers the most connections and messages a minute toward `key` (its scheduler limits).
+    pub fn note_limits(&self, key: &str, limits: (u32, u32)) {
         let mut l = self.limits.lock().unwrap_or_else(|p| p.into_inner());
-        if l.get(key) != Some(&max) {
-            l.insert(key.to_string(), max);
+        if l.get(key) != Some(&limits) {
+            l.insert(key.to_string(), limits);
         }
     }
 
@@ -103,7 +104,7 @@ impl Engine {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(key)
-            .copied()
+            .map(|l| l.0)
             .unwrap_or(self.vs.delivery.max_out_per_domain)
     }
 
@@ -219,7 +220,7 @@ impl Engine {
     /// The next ready message of `key` for a thread holding an open connection to it.
     fn take_for(&self, key: &str) -> Option<String> {
         let mut s = self.sched.lock().unwrap_or_else(|p| p.into_inner());
-        s.take_for(key)
+        s.take_for(key, SystemTime::now())
     }
 
     /// A job ended: its place in the window is free; the next jobs go out from here.
@@ -262,6 +263,7 @@ impl Inbox {
 pub struct Service {
     engine: Arc<Engine>,
     dispatcher: JoinHandle<()>,
+    scan: JoinHandle<()>,
 }
 
 impl Service {
@@ -272,7 +274,7 @@ impl Service {
         let dns =
             Dns::new(&d.dns_servers, Duration::from_secs(5), 2).map_err(|e| format!("DNS: {e}"))?;
         let tls = ClientTls::new(d.ca_file.as_deref()).map_err(|e| e.to_string())?;
-        let limits: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
+        let limits: Arc<Mutex<HashMap<String, (u32, u32)>>> = Arc::default();
         let (initial, default_max, local_max) =
             (d.initial_concurrency, d.max_out_per_domain, d.max_out);
         let by_key = limits.clone();
@@ -283,15 +285,20 @@ impl Service {
                 return Limits {
                     initial: local_max,
                     max: local_max,
+                    per_minute: 0,
                 };
             }
-            let max = by_key
+            let (max, per_minute) = by_key
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .get(key)
                 .copied()
-                .unwrap_or(default_max);
-            Limits { initial, max }
+                .unwrap_or((default_max, 0));
+            Limits {
+                initial,
+                max,
+                per_minute,
+            }
         });
         let engine = Arc::new_cyclic(|me: &Weak<Engine>| {
             let worker = me.clone();
@@ -325,19 +332,35 @@ impl Service {
         });
         let _ = inbox.engine.set(Arc::downgrade(&engine));
 
-        // Resume what is queued.
-        let ids = engine.store.queued_ids().map_err(|e| e.to_string())?;
-        if !ids.is_empty() {
-            log::info!(
-                "SMTPSVC{}: {} message(s) in {} resume delivery",
-                vs.instance,
-                ids.len(),
-                engine.store.queue_dir().display()
-            );
-        }
-        for id in &ids {
-            engine.enqueue(id);
-        }
+        // Resume what is queued, in the background: a large Queue must not delay the listeners,
+        // and delivery starts with the first messages read (in arrival order).
+        let e = engine.clone();
+        let scan = std::thread::Builder::new()
+            .name("queue-scan".into())
+            .spawn(move || {
+                let ids = match e.store.queued_ids() {
+                    Ok(ids) => ids,
+                    Err(err) => {
+                        log::error!("SMTPSVC{}: {err}", e.vs.instance);
+                        return;
+                    }
+                };
+                if !ids.is_empty() {
+                    log::info!(
+                        "SMTPSVC{}: {} message(s) in {} resume delivery",
+                        e.vs.instance,
+                        ids.len(),
+                        e.store.queue_dir().display()
+                    );
+                }
+                for id in &ids {
+                    if e.stopping() {
+                        return;
+                    }
+                    e.enqueue(id);
+                }
+            })
+            .map_err(|e| format!("cannot start the queue-scan thread: {e}"))?;
 
         // The dispatcher: hands messages to the delivery threads when they fall due (retries, and
         // what was queued at start-up), and closes cached connections that waited too long.
@@ -369,7 +392,11 @@ impl Service {
                 }
             })
             .map_err(|e| format!("cannot start the dispatcher thread: {e}"))?;
-        Ok(Service { engine, dispatcher })
+        Ok(Service {
+            engine,
+            dispatcher,
+            scan,
+        })
     }
 
     /// Stops taking new work; attempts in progress finish on their own (their results are on disk).
@@ -377,7 +404,15 @@ impl Service {
         self.engine.stopping.store(true, Ordering::Release);
         self.engine.wake.notify_all();
         self.engine.cache.close_idle(None, true);
+        let _ = self.scan.join();
         let _ = self.dispatcher.join();
+    }
+
+    /// The destination table: what waits for each destination, in what state (for the log, and
+    /// for queue commands and metrics).
+    pub fn destinations(&self) -> Vec<super::scheduler::Row> {
+        let s = self.engine.sched.lock().unwrap_or_else(|p| p.into_inner());
+        s.table()
     }
 }
 

@@ -14,6 +14,8 @@ pub enum Hops {
         /// RemoteSmtpPort.
         port: u16,
     },
+    /// Configured hosts in order of preference (a SmartHost list): the first live one is used.
+    List(Vec<Hops>),
     /// One configured host (a name looked up by A/AAAA, or a literal address), on `port`.
     Host {
         /// The host as configured.
@@ -39,6 +41,8 @@ pub struct Remote {
     /// The most connections toward these hops at once (MaxOutConnectionsPerDomain, or the domain
     /// section's own).
     pub max_out: u32,
+    /// The most messages a minute toward these hops (MaxMessagesPerMinute; 0: no cap).
+    pub per_minute: u32,
 }
 
 /// Where a recipient goes.
@@ -70,10 +74,25 @@ fn host_hops(vs: &VirtualServer, hop: &NextHop, tls: TlsPolicy) -> Hops {
     }
 }
 
+/// A SmartHost list: one host, or the list in order.
+fn hosts_hops(vs: &VirtualServer, hops: &[NextHop], tls: TlsPolicy) -> Hops {
+    match hops {
+        [one] => host_hops(vs, one, tls),
+        many => Hops::List(many.iter().map(|h| host_hops(vs, h, tls)).collect()),
+    }
+}
+
 fn key_of(h: &Hops) -> String {
     match h {
         Hops::Dns { domain, port } => format!("mx:{domain}:{port}"),
         Hops::Host { hop, port } => format!("host:{}:{port}", hop.host),
+        Hops::List(list) => {
+            let hosts: Vec<String> = list
+                .iter()
+                .map(|h| key_of(h).trim_start_matches("host:").to_string())
+                .collect();
+            format!("host:{}", hosts.join(";"))
+        }
     }
 }
 
@@ -88,6 +107,7 @@ pub fn route(vs: &VirtualServer, address: &str) -> Route {
     let max_out = section
         .and_then(|s| s.max_out)
         .unwrap_or(d.max_out_per_domain);
+    let own_rate = section.and_then(|s| s.max_per_minute);
     let tls = section.and_then(|s| s.tls).unwrap_or(d.tls);
     // An address literal goes to that address.
     if let Some(lit) = domain.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
@@ -104,12 +124,13 @@ pub fn route(vs: &VirtualServer, address: &str) -> Route {
             tls,
             credentials: None,
             max_out,
+            per_minute: 0,
         });
     }
     if let Some(s) = section
-        && let Some(hop) = &s.smart_host
+        && !s.smart_host.is_empty()
     {
-        let primary = host_hops(vs, hop, tls);
+        let primary = hosts_hops(vs, &s.smart_host, tls);
         return Route::Remote(Remote {
             key: key_of(&primary),
             primary,
@@ -117,6 +138,7 @@ pub fn route(vs: &VirtualServer, address: &str) -> Route {
             tls,
             credentials: s.credentials.clone(),
             max_out,
+            per_minute: own_rate.unwrap_or(0),
         });
     }
     let dns = Hops::Dns {
@@ -124,14 +146,19 @@ pub fn route(vs: &VirtualServer, address: &str) -> Route {
         port: d.remote_port,
     };
     let section_creds = section.and_then(|s| s.credentials.clone());
-    let (primary, fallback, credentials) = match (&d.smart_host, d.smart_host_type) {
-        (Some(sh), SmartHostType::Always) => (host_hops(vs, sh, tls), None, d.credentials.clone()),
-        (Some(sh), SmartHostType::DnsThenSmartHost) => (
+    let sh = &d.smart_host;
+    // The server's MaxMessagesPerMinute is the smart host's.
+    let always = !sh.is_empty() && d.smart_host_type == SmartHostType::Always;
+    let per_minute = own_rate.unwrap_or(if always { d.max_per_minute } else { 0 });
+    let (primary, fallback, credentials) = match d.smart_host_type {
+        _ if sh.is_empty() => (dns, None, section_creds),
+        SmartHostType::Always => (hosts_hops(vs, sh, tls), None, d.credentials.clone()),
+        SmartHostType::DnsThenSmartHost => (
             dns,
-            Some(host_hops(vs, sh, tls)),
+            Some(hosts_hops(vs, sh, tls)),
             section_creds.or(d.credentials.clone()),
         ),
-        _ => (dns, None, section_creds),
+        SmartHostType::DnsOnly => (dns, None, section_creds),
     };
     Route::Remote(Remote {
         key: key_of(&primary),
@@ -140,13 +167,14 @@ pub fn route(vs: &VirtualServer, address: &str) -> Route {
         tls,
         credentials,
         max_out,
+        per_minute,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{DomainRoute, parse_next_hop};
+    use crate::config::{DomainRoute, parse_next_hops};
     use crate::testutil::test_server;
 
     #[test]
@@ -166,7 +194,7 @@ mod tests {
         assert_eq!(r.key, "mx:remote.test:25");
         assert_eq!(r.fallback, None);
 
-        vs.delivery.smart_host = parse_next_hop("[127.0.0.1]:2626").unwrap();
+        vs.delivery.smart_host = parse_next_hops("[127.0.0.1]:2626").unwrap();
         vs.delivery.smart_host_type = SmartHostType::Always;
         let Route::Remote(r) = route(&vs, "u@remote.test") else {
             panic!()
@@ -197,18 +225,19 @@ mod tests {
     #[test]
     fn domain_sections_override() {
         let mut vs = test_server();
-        vs.delivery.smart_host = parse_next_hop("smart.test").unwrap();
+        vs.delivery.smart_host = parse_next_hops("smart.test").unwrap();
         vs.delivery.smart_host_type = SmartHostType::Always;
         vs.domains.push(DomainRoute {
             pattern: "*.corp.test".into(),
             relay_allowed: false,
-            smart_host: parse_next_hop("relay.corp.test:587").unwrap(),
+            smart_host: parse_next_hops("relay.corp.test:587").unwrap(),
             credentials: Some(Credentials {
                 user: "u".into(),
                 password: "p".into(),
             }),
             tls: Some(TlsPolicy::Required),
             max_out: Some(3),
+            max_per_minute: Some(60),
         });
         let Route::Remote(r) = route(&vs, "x@a.corp.test") else {
             panic!()
@@ -227,6 +256,7 @@ mod tests {
         assert_eq!(r.tls, TlsPolicy::Required);
         assert_eq!(r.credentials.map(|c| c.user), Some("u".into()));
         assert_eq!(r.max_out, 3, "the section's MaxOutConnectionsPerDomain");
+        assert_eq!(r.per_minute, 60, "the section's MaxMessagesPerMinute");
         let Route::Remote(r) = route(&vs, "x@[127.0.0.9]") else {
             panic!()
         };

@@ -22,6 +22,8 @@ pub struct Limits {
     pub initial: u32,
     /// MaxOutConnectionsPerDomain (or the route's own).
     pub max: u32,
+    /// MaxMessagesPerMinute (0: no cap).
+    pub per_minute: u32,
 }
 
 /// A destination's state, for the log and the destination table.
@@ -67,6 +69,8 @@ pub struct Destination {
     pub state: DestState,
     /// Messages delivered (or settled) over its connections.
     pub delivered: u64,
+    /// MaxMessagesPerMinute's token bucket: tokens, and when it was last filled.
+    bucket: (f64, SystemTime),
 }
 
 impl Destination {
@@ -83,7 +87,45 @@ impl Destination {
             limits,
             state: DestState::Ready,
             delivered: 0,
+            bucket: (Self::burst(limits.per_minute), SystemTime::UNIX_EPOCH),
         }
+    }
+
+    /// The bucket holds a second's worth of messages (at least one).
+    fn burst(per_minute: u32) -> f64 {
+        (f64::from(per_minute) / 60.0).max(1.0)
+    }
+
+    /// Whether a message may go now under MaxMessagesPerMinute (no cap: always).
+    fn token(&mut self, now: SystemTime) -> bool {
+        let rate = self.limits.per_minute;
+        if rate == 0 {
+            return true;
+        }
+        let (tokens, at) = self.bucket;
+        let gained = now
+            .duration_since(at)
+            .map(|d| d.as_secs_f64() * f64::from(rate) / 60.0)
+            .unwrap_or(0.0);
+        self.bucket = ((tokens + gained).min(Self::burst(rate)), now);
+        self.bucket.0 >= 1.0
+    }
+
+    /// Spends one token (after [`Destination::token`] said yes).
+    fn spend(&mut self) {
+        if self.limits.per_minute > 0 {
+            self.bucket.0 -= 1.0;
+        }
+    }
+
+    /// When the next token comes, for a capped destination with mail waiting and none left.
+    fn next_token(&self) -> Option<SystemTime> {
+        let rate = self.limits.per_minute;
+        if rate == 0 || self.ready.is_empty() || self.bucket.0 >= 1.0 {
+            return None;
+        }
+        let secs = (1.0 - self.bucket.0) * 60.0 / f64::from(rate);
+        Some(self.bucket.1 + Duration::from_secs_f64(secs.max(0.001)))
     }
 
     /// Messages waiting for it (ready or parked).
@@ -97,6 +139,25 @@ impl Destination {
             _ => None,
         }
     }
+}
+
+/// One row of the destination table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    /// The destination's key (`mx:<domain>:<port>`, `host:<host>:<port>`, …).
+    pub key: String,
+    /// Ready, dead until a time, or probing.
+    pub state: DestState,
+    /// Its window.
+    pub window: u32,
+    /// Threads at work for it.
+    pub busy: u32,
+    /// Messages due for it now (ready or parked; retries not yet due wait apart).
+    pub queued: usize,
+    /// When the oldest of them arrived.
+    pub oldest: Option<SystemTime>,
+    /// Messages delivered over its connections since the start.
+    pub delivered: u64,
 }
 
 /// A piece of work for a delivery thread.
@@ -280,7 +341,11 @@ impl Scheduler {
             self.heap.pop();
         }
         let due = self.heap.peek().map(|Reverse((d, _, _))| *d);
-        let dead = self.dests.values().filter_map(|d| d.dead_until()).min();
+        let dead = self
+            .dests
+            .values()
+            .filter_map(|d| d.dead_until().or_else(|| d.next_token()))
+            .min();
         match (due, dead) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -318,12 +383,13 @@ impl Scheduler {
                         }
                     }
                     DestState::Probing { .. } => {
-                        if d.busy > 0 {
+                        if d.busy > 0 || !d.token(now) {
                             None
                         } else {
                             let id = d.ready.pop_front().or_else(|| d.parked.pop_front());
                             id.map(|id| {
                                 d.busy += 1;
+                                d.spend();
                                 Job::Deliver {
                                     key: key.clone(),
                                     ids: vec![id],
@@ -335,11 +401,12 @@ impl Scheduler {
                         // Another connection only while more messages wait than connections work
                         // (each working one takes the next ready message when it is done), and
                         // never past the window.
-                        if d.busy >= d.window || d.ready.len() <= d.busy as usize {
+                        if d.busy >= d.window || d.ready.len() <= d.busy as usize || !d.token(now) {
                             None
                         } else {
                             d.ready.pop_front().map(|id| {
                                 d.busy += 1;
+                                d.spend();
                                 Job::Deliver {
                                     key: key.clone(),
                                     ids: vec![id],
@@ -372,11 +439,12 @@ impl Scheduler {
 
     /// The next ready message of `key` for a thread that holds an open connection to it (the thread
     /// is already counted in the window).
-    pub fn take_for(&mut self, key: &str) -> Option<String> {
+    pub fn take_for(&mut self, key: &str, now: SystemTime) -> Option<String> {
         let d = self.dests.get_mut(key)?;
-        if d.state != DestState::Ready {
+        if d.state != DestState::Ready || d.ready.is_empty() || !d.token(now) {
             return None;
         }
+        d.spend();
         let id = d.ready.pop_front()?;
         self.queued.remove(&id);
         self.in_flight.insert(id.clone());
@@ -538,9 +606,34 @@ impl Scheduler {
         self.waiting.len() + self.queued.len()
     }
 
-    /// The destinations with their state, for the log and (later) queue commands and metrics.
+    /// The destinations with their state.
     pub fn destinations(&self) -> impl Iterator<Item = (&String, &Destination)> {
         self.dests.iter()
+    }
+
+    /// The destination table, sorted by key: one row each, for the log, queue commands and metrics.
+    pub fn table(&self) -> Vec<Row> {
+        let mut rows: Vec<Row> = self
+            .dests
+            .iter()
+            .map(|(key, d)| Row {
+                key: key.clone(),
+                state: d.state.clone(),
+                window: d.window,
+                busy: d.busy,
+                queued: d.queued(),
+                // Identifiers sort by arrival time.
+                oldest: d
+                    .ready
+                    .iter()
+                    .chain(d.parked.iter())
+                    .min()
+                    .and_then(|id| crate::id::arrival(id)),
+                delivered: d.delivered,
+            })
+            .collect();
+        rows.sort_by(|a, b| a.key.cmp(&b.key));
+        rows
     }
 }
 
@@ -572,7 +665,11 @@ mod tests {
     }
 
     fn sched(initial: u32, max: u32) -> Scheduler {
-        Scheduler::new(move |_| Limits { initial, max })
+        Scheduler::new(move |_| Limits {
+            initial,
+            max,
+            per_minute: 0,
+        })
     }
 
     fn keys(k: &str) -> Vec<String> {
@@ -595,7 +692,7 @@ mod tests {
         assert_eq!(s.next_job(t(5)), None);
         assert_eq!(deliver(s.next_job(t(25))).1, vec!["a"]);
         assert_eq!(s.next_job(t(25)), None, "b waits for a's connection");
-        assert_eq!(s.take_for("k").as_deref(), Some("b"));
+        assert_eq!(s.take_for("k", t(25)).as_deref(), Some("b"));
         s.add("a", t(0), keys("k"), t(25));
         assert!(s.contains("a"));
         s.finished("a", Some((t(40), keys("k"))), t(25));
@@ -624,9 +721,9 @@ mod tests {
             (2, 1),
             "slow: its window; ok: one connection for two messages {got:?}"
         );
-        assert_eq!(s.take_for("ok").as_deref(), Some("ok2"));
+        assert_eq!(s.take_for("ok", t(1)).as_deref(), Some("ok2"));
         // A thread with an open connection takes the next ready message of its destination.
-        assert_eq!(s.take_for("slow").as_deref(), Some("slow2"));
+        assert_eq!(s.take_for("slow", t(1)).as_deref(), Some("slow2"));
         // A finished job frees a place in the window.
         s.job_done(&Job::Deliver {
             key: "slow".into(),
@@ -736,6 +833,13 @@ mod tests {
         }
         assert_eq!(n, 4, "the window (5) less the probe's thread");
         assert_eq!(s.dests["dead"].queued(), 95);
+        let rows = s.table();
+        let dead = rows.iter().find(|r| r.key == "dead").expect("a row");
+        assert_eq!(
+            (dead.state.clone(), dead.window, dead.busy, dead.queued),
+            (DestState::Ready, 5, 5, 95)
+        );
+        assert_eq!(dead.delivered, 1);
     }
 
     #[test]
@@ -766,7 +870,33 @@ mod tests {
         s.add("b", t(0), keys("k"), t(0));
         let (_, a) = deliver(s.next_job(t(0)));
         s.requeue(&a[0], keys("k"));
-        assert_eq!(s.take_for("k").as_deref(), Some("a"));
+        assert_eq!(s.take_for("k", t(25)).as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn a_rate_cap_spaces_messages_without_failing_them() {
+        let mut s = Scheduler::new(|_| Limits {
+            initial: 100,
+            max: 100,
+            per_minute: 120,
+        });
+        for i in 0..10 {
+            s.add(&format!("m{i}"), t(0), keys("k"), t(0));
+        }
+        // Two a second: the bucket holds two, then one comes every half second.
+        let start = t(1000);
+        let mut sent = 0;
+        while s.next_job(start).is_some() {
+            sent += 1;
+        }
+        assert_eq!(sent, 2);
+        assert_eq!(s.take_for("k", start), None, "an open connection waits too");
+        let next = s.next_wake().expect("a wake-up for the next token");
+        assert_eq!(next, start + Duration::from_millis(500));
+        assert!(s.take_for("k", next).is_some());
+        assert_eq!(s.take_for("k", next), None);
+        // Nothing was failed or dropped: the rest still wait their turn.
+        assert_eq!(s.dests["k"].queued(), 7);
     }
 
     #[test]

@@ -73,10 +73,11 @@ mod tests {
         vs.domains.push(crate::config::DomainRoute {
             pattern: "*.partner.test".into(),
             relay_allowed: true,
-            smart_host: None,
+            smart_host: Vec::new(),
             credentials: None,
             tls: None,
             max_out: None,
+            max_per_minute: None,
         });
         let m = |a: &'static str| parse_mailbox(a.as_bytes()).unwrap();
         assert_eq!(decide(&vs, false, &m("u@mx.partner.test")), Decision::Relay);
