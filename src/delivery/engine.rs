@@ -146,9 +146,11 @@ impl Engine {
     pub fn feedback(&self, key: &str, f: Feedback) {
         let mut s = self.sched.lock().unwrap_or_else(|p| p.into_inner());
         let dead = matches!(f, Feedback::Dead(..));
-        if let Some(line) = s.feedback(key, f, SystemTime::now()) {
-            log::info!("SMTPSVC{}: {line}", self.vs.instance);
-        }
+        let Some(line) = s.feedback(key, f, SystemTime::now()) else {
+            return;
+        };
+        log::info!("SMTPSVC{}: {line}", self.vs.instance);
+        // Just went dead (at first, or after a failed probe).
         if dead {
             // Parked messages old enough for a delay notice or expiry still get their attempt.
             let d = &self.vs.delivery;

@@ -560,6 +560,18 @@ impl Scheduler {
             }
             Feedback::Dead(until, reason) => {
                 let was_dead = matches!(d.state, DestState::Dead { .. });
+                if was_dead {
+                    // Another deferral found it dead: nothing changes but the last word.
+                    if let DestState::Dead {
+                        until: u,
+                        reason: r,
+                    } = &mut d.state
+                    {
+                        *u = (*u).max(until);
+                        *r = reason;
+                    }
+                    return None;
+                }
                 d.state = DestState::Dead {
                     until,
                     reason: reason.clone(),
