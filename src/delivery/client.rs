@@ -123,6 +123,9 @@ pub struct Connection {
 
 const BUF: usize = 16 * 1024;
 
+/// The longest wait for the reply to QUIT.
+const QUIT_WAIT: Duration = Duration::from_secs(5);
+
 /// The TLS handshake with `host`, within RemoteTimeout in all.
 fn tls_wrap(
     config: Arc<ClientConfig>,
@@ -634,8 +637,10 @@ impl Connection {
         }
     }
 
-    /// QUIT and close (errors ignored: the work is done).
+    /// QUIT and close (errors ignored: the work is done). The reply gets a few seconds at most: a
+    /// next hop still dripping the end of a failed transaction must not keep the thread.
     pub fn quit(mut self) {
+        self.deadline = Some(Instant::now() + self.timeouts.0.min(QUIT_WAIT));
         let _ = self.command("QUIT");
         tls::close_notify(&mut self.stream);
     }
