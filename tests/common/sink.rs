@@ -379,6 +379,8 @@ pub struct Delivered {
     pub reply: Option<String>,
     /// Connection number, from 0 in accept order.
     pub connection: usize,
+    /// When the final dot was read (before the reply went out).
+    pub at: Instant,
 }
 
 /// The address inside `<…>` of a MAIL/RCPT argument.
@@ -446,6 +448,12 @@ struct State {
 struct Shared {
     connections: AtomicUsize,
     active: AtomicUsize,
+    /// The most connections open at once so far.
+    peak: AtomicUsize,
+    /// Sessions admitted under [`SinkBuilder::max_sessions`] and not yet ended.
+    admitted: AtomicUsize,
+    /// Connections turned away by [`SinkBuilder::max_sessions`].
+    refused: AtomicUsize,
     /// Messages accepted (final reply 2xx).
     accepted: AtomicU64,
     /// When the last one was accepted, in nanoseconds since `epoch`.
@@ -492,6 +500,8 @@ struct Config {
     default_script: Script,
     /// Keep commands and transactions (false: only count, see [`SinkBuilder::count_only`]).
     record: bool,
+    /// See [`SinkBuilder::max_sessions`].
+    max_sessions: Option<(usize, String)>,
 }
 
 impl Config {
@@ -525,6 +535,7 @@ pub struct SinkBuilder {
     phases: Vec<(usize, Script)>,
     script: Script,
     record: bool,
+    max_sessions: Option<(usize, String)>,
 }
 
 impl Default for SinkBuilder {
@@ -560,6 +571,7 @@ impl SinkBuilder {
             phases: Vec::new(),
             script: Script::new(),
             record: true,
+            max_sessions: None,
         }
     }
 
@@ -688,6 +700,15 @@ impl SinkBuilder {
         self
     }
 
+    /// At most `n` sessions at once, like Microsoft 365's 3 per mailbox: a connection that arrives
+    /// while `n` are open gets `reply` (e.g. `432 4.3.2 STOREDRV.ClientSubmit; sender thread limit
+    /// exceeded`) as its greeting and is closed at once, without a session; [`Sink::refused`]
+    /// counts them (they count in [`Sink::connections`] too).
+    pub fn max_sessions(mut self, n: usize, reply: &str) -> SinkBuilder {
+        self.max_sessions = Some((n, reply.to_string()));
+        self
+    }
+
     /// Binds and starts; panics on failure.
     pub fn start(self) -> Sink {
         self.try_start().expect("start SMTP sink")
@@ -709,10 +730,14 @@ impl SinkBuilder {
             phases: self.phases,
             default_script: self.script,
             record: self.record,
+            max_sessions: self.max_sessions,
         });
         let shared = Arc::new(Shared {
             connections: AtomicUsize::new(0),
             active: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
+            admitted: AtomicUsize::new(0),
+            refused: AtomicUsize::new(0),
             accepted: AtomicU64::new(0),
             last_ns: AtomicU64::new(0),
             epoch: Instant::now(),
@@ -906,6 +931,16 @@ impl Sink {
     pub fn open_connections(&self) -> usize {
         self.shared.active.load(Ordering::SeqCst)
     }
+
+    /// The most connections that were open at once so far (refused ones included).
+    pub fn peak_connections(&self) -> usize {
+        self.shared.peak.load(Ordering::SeqCst)
+    }
+
+    /// Connections turned away by [`SinkBuilder::max_sessions`] so far.
+    pub fn refused(&self) -> usize {
+        self.shared.refused.load(Ordering::SeqCst)
+    }
 }
 
 impl Drop for Sink {
@@ -928,14 +963,43 @@ impl Drop for ActiveGuard {
     }
 }
 
+/// Ends an admitted session under [`SinkBuilder::max_sessions`] (also on panic).
+struct AdmittedGuard(Arc<Shared>);
+
+impl Drop for AdmittedGuard {
+    fn drop(&mut self) {
+        self.0.admitted.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// One connection, on its own thread.
 fn session(shared: &Arc<Shared>, config: &Config, n: usize, stream: TcpStream) {
     let _ = stream.set_read_timeout(Some(IDLE));
     let _ = stream.set_write_timeout(Some(WAIT));
     let _ = stream.set_nodelay(true);
     shared.connections.fetch_add(1, Ordering::SeqCst);
-    shared.active.fetch_add(1, Ordering::SeqCst);
+    let open = shared.active.fetch_add(1, Ordering::SeqCst) + 1;
+    shared.peak.fetch_max(open, Ordering::SeqCst);
     let _guard = ActiveGuard(shared.clone());
+    let _admitted = match &config.max_sessions {
+        None => None,
+        Some((max, reply)) => {
+            let admitted = shared
+                .admitted
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |k| {
+                    (k < *max).then_some(k + 1)
+                })
+                .is_ok();
+            if !admitted {
+                shared.refused.fetch_add(1, Ordering::SeqCst);
+                let mut stream = stream;
+                let _ = stream.write_all(format!("{reply}\r\n").as_bytes());
+                let _ = stream.flush();
+                return;
+            }
+            Some(AdmittedGuard(shared.clone()))
+        }
+    };
     let mut session = Session::new(shared, config, n, stream);
     session.run();
     session.finish();
@@ -1464,6 +1528,7 @@ impl<'a> Session<'a> {
                 data.extend_from_slice(unstuffed);
             }
         }
+        let at = Instant::now();
         let dropped = self.script.drops(Stage::EndOfData);
         let reply = if dropped {
             None
@@ -1499,6 +1564,7 @@ impl<'a> Session<'a> {
                 longest_line: longest,
                 reply: reply.clone(),
                 connection: self.conn,
+                at,
             };
             self.shared.state().transactions.push(delivered);
         }
