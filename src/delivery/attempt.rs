@@ -349,6 +349,8 @@ fn deliver_remote(
     let mut rcpts: Vec<&Recipient> = rcpts.to_vec();
     if let Some(h) = held.as_mut() {
         if send_all(engine, qid, h, &out, &rcpts, state) {
+            // A working connection proves its next hop alive, whatever failed meanwhile.
+            engine.endpoints.success(h.conn.addr);
             engine.feedback(&rem.key, Feedback::Delivered);
             return RouteResult::Settled;
         }
@@ -444,19 +446,18 @@ fn deliver_remote(
                         some_live = true;
                         continue;
                     }
+                    // Refused while other connections to it work: the window is too wide, and the
+                    // next hop is not dead for it.
+                    if rem.key == job_key && engine.busy(&rem.key) > 1 {
+                        return throttled(engine, rem, job_key, rcpts, state);
+                    }
                     match engine.endpoints.failure(addr, &e.reason, SystemTime::now()) {
                         Some(until) => {
                             if dead.as_ref().is_none_or(|(u, _)| until < *u) {
                                 dead = Some((until, e.reason.clone()));
                             }
                         }
-                        None => {
-                            some_live = true;
-                            // Refused while other connections to it work: the window is too wide.
-                            if rem.key == job_key && engine.busy(&rem.key) > 1 {
-                                return throttled(engine, rem, job_key, rcpts, state);
-                            }
-                        }
+                        None => some_live = true,
                     }
                     engine.feedback(&rem.key, Feedback::Throttled);
                 }

@@ -293,6 +293,12 @@ impl Scheduler {
         let key = Self::key_of(&keys);
         self.queued.insert(id.clone(), keys);
         let d = self.dest(&key);
+        // Already deferred in this dead period: parked, so that the ready queue of a dead
+        // destination only ever holds what is still to be deferred.
+        if matches!(d.state, DestState::Dead { .. }) && d.deferred.contains(&id) {
+            d.parked.push_back(id);
+            return;
+        }
         if front {
             d.ready.push_front(id);
         } else {
@@ -364,11 +370,8 @@ impl Scheduler {
                 };
                 match &d.state {
                     DestState::Dead { .. } => {
-                        // Already deferred in this dead period: parked. Others: one deferral job.
-                        let (again, fresh): (Vec<String>, Vec<String>) =
-                            d.ready.drain(..).partition(|id| d.deferred.contains(id));
-                        d.parked.extend(again);
-                        d.ready.extend(fresh);
+                        // Its ready queue holds only what is still to be deferred (see `enqueue`):
+                        // one deferral job at a time.
                         if d.ready.is_empty() || d.deferring {
                             None
                         } else {
