@@ -6,6 +6,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 pub enum Kind {
     Smtp,
     Pickup,
+    Backlog,
 }
 
 impl Kind {
@@ -13,6 +14,7 @@ impl Kind {
         match self {
             Kind::Smtp => "smtp",
             Kind::Pickup => "pickup",
+            Kind::Backlog => "backlog",
         }
     }
 }
@@ -28,6 +30,9 @@ pub struct Scenario {
     pub size: usize,
     /// One connection per session instead of one per message (smtp only).
     pub reuse: bool,
+    /// Backlog only: seconds the server runs idle with the next hop down after every message was
+    /// deferred, before its steady-state memory is read.
+    pub down_secs: u64,
 }
 
 impl Scenario {
@@ -38,6 +43,7 @@ impl Scenario {
             messages,
             size,
             reuse: false,
+            down_secs: 0,
         }
     }
 
@@ -48,9 +54,26 @@ impl Scenario {
             messages,
             size,
             reuse: false,
+            down_secs: 0,
+        }
+    }
+
+    fn backlog(messages: u64, size: usize, down_secs: u64) -> Scenario {
+        Scenario {
+            kind: Kind::Backlog,
+            sessions: 0,
+            messages,
+            size,
+            reuse: false,
+            down_secs,
         }
     }
 }
+
+/// The backlog scenario's default queue: modest, so that a run takes well under a minute.
+pub const BACKLOG_MESSAGES: u64 = 10_000;
+/// The backlog scenario's default idle time with the next hop down, in seconds.
+pub const BACKLOG_DOWN_SECS: u64 = 10;
 
 /// The default set: a single sequential client, many concurrent small messages, fewer large ones,
 /// and the Pickup folder.
@@ -86,6 +109,7 @@ struct Flags {
     reuse: bool,
     server: Option<SocketAddr>,
     sink_port: Option<u16>,
+    down_secs: Option<u64>,
 }
 
 pub fn parse_args(args: &[String]) -> Result<Parsed, String> {
@@ -113,6 +137,7 @@ pub fn parse_args(args: &[String]) -> Result<Parsed, String> {
             "--size" => f.size = Some(parse_positive(name, &value()?)? as usize),
             "--server" => f.server = Some(parse_server(&value()?)?),
             "--sink-port" => f.sink_port = Some(parse_port(&value()?)?),
+            "--down-secs" => f.down_secs = Some(parse_count(name, &value()?)?),
             n if n.starts_with("--bench") => {}
             other => return Err(format!("unknown argument `{other}`")),
         }
@@ -124,7 +149,10 @@ fn parse_kind(v: &str) -> Result<Kind, String> {
     match v {
         "smtp" => Ok(Kind::Smtp),
         "pickup" => Ok(Kind::Pickup),
-        _ => Err(format!("--scenario must be smtp or pickup, not `{v}`")),
+        "backlog" => Ok(Kind::Backlog),
+        _ => Err(format!(
+            "--scenario must be smtp, pickup or backlog, not `{v}`"
+        )),
     }
 }
 
@@ -133,6 +161,11 @@ fn parse_positive(name: &str, v: &str) -> Result<u64, String> {
         Ok(n) if n > 0 => Ok(n),
         _ => Err(format!("{name} needs a whole number above 0, not `{v}`")),
     }
+}
+
+fn parse_count(name: &str, v: &str) -> Result<u64, String> {
+    v.parse::<u64>()
+        .map_err(|_| format!("{name} needs a whole number, not `{v}`"))
 }
 
 fn parse_port(v: &str) -> Result<u16, String> {
@@ -161,6 +194,12 @@ fn parse_server(v: &str) -> Result<SocketAddr, String> {
 
 /// Turns the flags into the list of scenarios to run.
 fn build_options(f: Flags) -> Result<Options, String> {
+    if f.kind == Some(Kind::Backlog) {
+        return backlog_options(f);
+    }
+    if f.down_secs.is_some() {
+        return Err("--down-secs applies to the backlog scenario only".into());
+    }
     let custom = f.sessions.is_some() || f.messages.is_some() || f.size.is_some();
     let mut scenarios = if custom {
         let kind = f.kind.unwrap_or(Kind::Smtp);
@@ -172,6 +211,7 @@ fn build_options(f: Flags) -> Result<Options, String> {
         vec![match kind {
             Kind::Smtp => Scenario::smtp(f.sessions.unwrap_or(20), messages, size),
             Kind::Pickup => Scenario::pickup(messages, size),
+            Kind::Backlog => unreachable!("backlog_options builds it"),
         }]
     } else {
         default_set()
@@ -198,5 +238,33 @@ fn build_options(f: Flags) -> Result<Options, String> {
         scenarios,
         server: f.server,
         sink_port: f.sink_port,
+    })
+}
+
+/// The backlog scenario: one run, never part of the default set (it restarts the server and, with
+/// 100,000 messages, takes minutes).
+fn backlog_options(f: Flags) -> Result<Options, String> {
+    if f.sessions.is_some() || f.reuse {
+        return Err("--sessions and --reuse apply to smtp only".into());
+    }
+    if f.server.is_some() || f.sink_port.is_some() {
+        return Err(
+            "backlog needs the generator's own server and sink (it writes the Queue, stops and \
+             restarts the server, and starts the sink late); drop --server and --sink-port"
+                .into(),
+        );
+    }
+    let mut messages = f.messages.unwrap_or(BACKLOG_MESSAGES);
+    if f.quick {
+        messages = (messages / 10).max(1);
+    }
+    Ok(Options {
+        scenarios: vec![Scenario::backlog(
+            messages,
+            f.size.unwrap_or(1024),
+            f.down_secs.unwrap_or(BACKLOG_DOWN_SECS),
+        )],
+        server: None,
+        sink_port: None,
     })
 }

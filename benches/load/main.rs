@@ -13,6 +13,11 @@
 //!   every file has left Pickup; "e2e" is N divided by the time until the sink counted N. The server
 //!   takes a file only when it has been unchanged for `PickupSettleTime`, so the generated INI sets
 //!   it to its smallest value, 0.
+//! - `backlog` (only when asked for): a restart with a large Queue. N messages are written into
+//!   Queue while the next hop is down; the server starts, tries each once and waits; it is stopped,
+//!   the next hop (the sink) comes back, and the restarted server drains the Queue. It reports the
+//!   time to the first 220 and to the first delivery, the drain rate, and the memory and threads
+//!   with the Queue waiting and while draining (see `backlog.rs`).
 //!
 //! For each scenario it also reports, on Linux, the server's CPU time per message (utime + stime from
 //! `/proc/PID/stat`), its peak and final resident memory (VmHWM, VmRSS) and its idle RSS right after
@@ -30,6 +35,8 @@
 //! cargo bench --bench load -- --scenario smtp --sessions 50 --messages 20000 --size 4096
 //! cargo bench --bench load -- --sessions 20 --messages 2000 --reuse    # one connection per session
 //! cargo bench --bench load -- --server 127.0.0.1:2525 --sink-port 2626   # an already running server
+//! cargo bench --bench load -- --scenario backlog                     # restart with 10,000 queued
+//! cargo bench --bench load -- --scenario backlog --messages 100000   # ... with 100,000 (minutes)
 //! cargo bench --bench load -- --help
 //! ```
 //!
@@ -44,6 +51,7 @@
 mod common;
 
 mod args;
+mod backlog;
 mod measure;
 mod report;
 mod target;
@@ -54,6 +62,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use args::{Kind, Options, Parsed, parse_args};
+use backlog::run_backlog;
 use common::sink::Sink;
 use measure::filesystem_of;
 use target::{Own, Target};
@@ -70,10 +79,16 @@ usage: cargo bench --bench load [-- OPTIONS]
 End-to-end load test: SMTP client or Pickup files -> mailroot -> counting SMTP sink (all on 127.0.0.1).
 Without options it runs the default set, each scenario against a fresh server and mailroot:
   smtp 1x2000x1KiB, smtp 20x5000x1KiB, smtp 10x500x100KiB (sessions x messages x size), pickup 5000x1KiB
+With --scenario backlog it runs a restart with a large Queue instead: --messages files are written
+into Queue while the next hop is down, the server starts and tries each once, is stopped, the next
+hop comes back, and the restarted server drains the Queue (first 220, first delivery, drain rate,
+memory and threads; default 10000 messages, --messages 100000 for the figures of
+docs/performance.md: minutes, see there).
 
 Options:
   --quick                 divide every message count by 10
-  --scenario smtp|pickup  run only the scenarios of this kind
+  --scenario smtp|pickup|backlog
+                          run only the scenarios of this kind
   --sessions N            smtp: concurrent client sessions (custom scenario; default 20)
   --messages M            messages in total (custom scenario; default 5000)
   --size L                body bytes per message (custom scenario; default 1024)
@@ -85,6 +100,9 @@ Options:
                           one; its CPU and memory are not measured and pickup is skipped
   --sink-port P           the sink listens on 127.0.0.1:P instead of an ephemeral port (point the
                           server's SmartHost there); with --server and without it, e2e is not measured
+  --down-secs S           backlog: seconds the server waits with the next hop down after it tried
+                          every message once, before its steady-state memory is read (default
+                          10)
   -h, --help              this text
 
 --sessions, --messages or --size run one custom scenario (of --scenario's kind, smtp by default)
@@ -127,9 +145,14 @@ fn start_sink(port: u16) -> io::Result<Sink> {
 }
 
 fn run(opts: &Options) -> ExitCode {
-    let sink = start_sink(opts.sink_port.unwrap_or(0))
-        .unwrap_or_else(|e| panic!("cannot start the sink on 127.0.0.1: {e}"));
-    println!("# sink on {}", sink.addr);
+    // The backlog scenario starts a sink of its own, late, on the port of its dead next hop.
+    let shared_sink = opts.scenarios.iter().any(|s| s.kind != Kind::Backlog);
+    let sink = shared_sink.then(|| {
+        let sink = start_sink(opts.sink_port.unwrap_or(0))
+            .unwrap_or_else(|e| panic!("cannot start the sink on 127.0.0.1: {e}"));
+        println!("# sink on {}", sink.addr);
+        sink
+    });
     if opts.server.is_none() {
         // fsync dominates the cost per message, so the file system matters: tmpfs makes it free.
         let tmp = std::env::temp_dir();
@@ -147,17 +170,23 @@ fn run(opts: &Options) -> ExitCode {
     }
     let mut all_ok = true;
     for sc in &opts.scenarios {
+        let Some(sink) = sink.as_ref().filter(|_| sc.kind != Kind::Backlog) else {
+            let outcome = run_backlog(sc);
+            outcome.print();
+            all_ok &= outcome.ok();
+            continue;
+        };
         let outcome = match (sc.kind, opts.server) {
             (Kind::Smtp, Some(addr)) => {
                 let target = Target::External {
                     addr,
                     e2e: opts.sink_port.is_some(),
                 };
-                run_smtp(sc, &target, &sink)
+                run_smtp(sc, &target, sink)
             }
             (Kind::Smtp, None) => {
                 let server = Own::start(sink.addr.port(), None);
-                run_smtp(sc, &Target::Own(&server), &sink)
+                run_smtp(sc, &Target::Own(&server), sink)
             }
             (Kind::Pickup, Some(_)) => {
                 println!(
@@ -167,8 +196,9 @@ fn run(opts: &Options) -> ExitCode {
             }
             (Kind::Pickup, None) => {
                 let server = Own::start(sink.addr.port(), Some(PICKUP_SETTLE));
-                run_pickup(sc, &server, &sink)
+                run_pickup(sc, &server, sink)
             }
+            (Kind::Backlog, _) => unreachable!("run above"),
         };
         outcome.print();
         all_ok &= outcome.ok();

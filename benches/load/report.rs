@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use crate::args::{Kind, Scenario};
-use crate::measure::Footprint;
+use crate::measure::{Footprint, Samples};
 
 /// What a scenario measured.
 pub struct Outcome {
@@ -69,6 +69,7 @@ impl Outcome {
                 rate(s.messages, self.write_secs.unwrap_or(0.0)),
                 rate(self.accepted, self.accept_secs)
             ),
+            Kind::Backlog => unreachable!("the backlog scenario reports a BacklogOutcome"),
         };
         match self.e2e {
             None => out.push_str(", e2e n/a"),
@@ -157,4 +158,144 @@ fn json_num(v: Option<u64>) -> String {
 
 fn json_f64(v: Option<f64>, decimals: usize) -> String {
     v.map_or_else(|| "null".into(), |x| format!("{x:.decimals$}"))
+}
+
+/// What the backlog scenario measured (see `backlog`): the server with N queued and the next hop
+/// down, then restarted with the next hop up until the Queue drained.
+pub struct BacklogOutcome {
+    pub scenario: Scenario,
+    /// Seconds the bench took to write the Queue files.
+    pub write_secs: f64,
+    /// Next hop down: process start to the first 220, in milliseconds.
+    pub down_220_ms: f64,
+    /// Messages tried once (with a `.sta`) before the down phase's idle time.
+    pub deferred: u64,
+    /// Seconds from the process start until every message was tried once; None if not all were.
+    pub defer_secs: Option<f64>,
+    /// CPU per message until every message was tried once.
+    pub down_cpu_ms_per_msg: Option<f64>,
+    /// CPU per second of the idle time afterwards (next hop still down).
+    pub idle_cpu_ms_per_s: Option<f64>,
+    /// Memory and threads over the down phase; the last sample is the steady state.
+    pub down: Samples,
+    pub down_hwm_kib: Option<u64>,
+    /// "dead until" lines in the log of the down phase (the destination going dead, again after
+    /// each failed probe).
+    pub dead_periods: u64,
+    /// Seconds from SIGTERM to the exit.
+    pub stop_secs: f64,
+    /// Restart: process start to the first 220, to the first message at the sink (milliseconds).
+    pub up_220_ms: f64,
+    pub first_delivery_ms: Option<f64>,
+    /// Messages the sink counted after the restart.
+    pub delivered: u64,
+    /// Seconds from the process start to the last message at the sink; None if not all came.
+    pub drain_secs: Option<f64>,
+    /// Seconds from the first message at the sink to the last.
+    pub first_to_last_secs: Option<f64>,
+    /// CPU of the restarted process per message (scan and delivery).
+    pub up_cpu_ms_per_msg: Option<f64>,
+    pub up: Samples,
+    pub up_hwm_kib: Option<u64>,
+    /// `.eml` files still in Queue after the drain.
+    pub queue_left: u64,
+    pub server_warnings: Vec<String>,
+}
+
+impl BacklogOutcome {
+    pub fn ok(&self) -> bool {
+        let n = self.scenario.messages;
+        self.delivered == n && self.queue_left == 0 && self.deferred == n
+    }
+
+    pub fn print(&self) {
+        println!("{}", self.human());
+        for w in &self.server_warnings {
+            println!("  server log: {w}");
+        }
+        println!("{}", self.json());
+    }
+
+    fn human(&self) -> String {
+        let s = &self.scenario;
+        let n = s.messages;
+        let (d, u) = (&self.down, &self.up);
+        let mut out = format!(
+            "backlog m={n} l={}: next hop down: first 220 {:.1} ms, all tried once {}, then \
+             rss {} pss {} threads {} idle cpu {}; stop {:.2} s; restart: first 220 {:.1} ms, \
+             first delivery {}, ",
+            s.size,
+            self.down_220_ms,
+            opt(self.defer_secs, |t| format!("after {t:.1} s")),
+            opt(d.rss_kib, mib),
+            opt(d.pss_kib, mib),
+            opt(d.threads, |t| t.to_string()),
+            opt(self.idle_cpu_ms_per_s, |c| format!("{c:.1} ms/s")),
+            self.stop_secs,
+            self.up_220_ms,
+            opt(self.first_delivery_ms, |t| format!("{t:.0} ms")),
+        );
+        match self.drain_secs {
+            Some(t) => {
+                let _ = write!(out, "drain {} msg/s (all in {t:.1} s)", rate(n, t));
+            }
+            None => {
+                let _ = write!(out, "drain timed out ({}/{n} delivered)", self.delivered);
+            }
+        }
+        let _ = write!(
+            out,
+            ", peak rss {} pss {} threads {}, cpu {}, queue left {}",
+            opt(self.up_hwm_kib, mib),
+            opt(u.peak_pss_kib, mib),
+            opt(u.peak_threads, |t| t.to_string()),
+            opt(self.up_cpu_ms_per_msg, |c| format!("{c:.2} ms/msg")),
+            self.queue_left
+        );
+        out
+    }
+
+    fn json(&self) -> String {
+        let s = &self.scenario;
+        let (d, u) = (&self.down, &self.up);
+        let fields = [
+            ("scenario", format!("\"{}\"", s.kind.name())),
+            ("messages", s.messages.to_string()),
+            ("size", s.size.to_string()),
+            ("write_s", format!("{:.3}", self.write_secs)),
+            ("down_first_220_ms", format!("{:.1}", self.down_220_ms)),
+            ("deferred", self.deferred.to_string()),
+            ("defer_s", json_f64(self.defer_secs, 3)),
+            ("down_cpu_ms_per_msg", json_f64(self.down_cpu_ms_per_msg, 3)),
+            ("down_idle_s", s.down_secs.to_string()),
+            (
+                "down_idle_cpu_ms_per_s",
+                json_f64(self.idle_cpu_ms_per_s, 1),
+            ),
+            ("down_rss_kib", json_num(d.rss_kib)),
+            ("down_pss_kib", json_num(d.pss_kib)),
+            ("down_threads", json_num(d.threads)),
+            ("down_hwm_kib", json_num(self.down_hwm_kib)),
+            ("down_peak_pss_kib", json_num(d.peak_pss_kib)),
+            ("down_peak_threads", json_num(d.peak_threads)),
+            ("dead_periods", self.dead_periods.to_string()),
+            ("stop_s", format!("{:.3}", self.stop_secs)),
+            ("up_first_220_ms", format!("{:.1}", self.up_220_ms)),
+            ("first_delivery_ms", json_f64(self.first_delivery_ms, 1)),
+            ("delivered", self.delivered.to_string()),
+            ("drain_s", json_f64(self.drain_secs, 3)),
+            (
+                "drain_per_s",
+                json_f64(self.drain_secs.map(|t| per_sec(s.messages, t)), 0),
+            ),
+            ("first_to_last_s", json_f64(self.first_to_last_secs, 3)),
+            ("up_cpu_ms_per_msg", json_f64(self.up_cpu_ms_per_msg, 3)),
+            ("up_hwm_kib", json_num(self.up_hwm_kib)),
+            ("up_peak_pss_kib", json_num(u.peak_pss_kib)),
+            ("up_peak_threads", json_num(u.peak_threads)),
+            ("queue_left", self.queue_left.to_string()),
+        ];
+        let body: Vec<String> = fields.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+        format!("{{{}}}", body.join(","))
+    }
 }

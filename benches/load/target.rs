@@ -25,21 +25,32 @@ impl Own {
     pub fn start(sink_port: u16, settle_ms: Option<u64>) -> Own {
         let dir = TempDir::new("load");
         let ini = server_ini(dir.path(), sink_port, settle_ms);
-        // No wait for further bindings: the start-up is timed to the first 220.
-        let server = Server::launch(dir, &ini, Duration::ZERO);
-        let idle_rss_kib = server.pid().and_then(|p| status_kib(p, "VmRSS:"));
-        match first_banner(server.addr()) {
-            Ok(()) => println!(
-                "# server up: first 220 {:.1} ms after the process was started, idle rss {}",
-                server.started.elapsed().as_secs_f64() * 1000.0,
-                opt(idle_rss_kib, mib)
-            ),
-            Err(e) => panic!("no 220 from the fresh server: {e}"),
-        }
+        let (server, first_220, idle_rss_kib) = launch(dir, &ini);
+        println!(
+            "# server up: first 220 {:.1} ms after the process was started, idle rss {}",
+            first_220.as_secs_f64() * 1000.0,
+            opt(idle_rss_kib, mib)
+        );
         Own {
             server,
             idle_rss_kib,
         }
+    }
+}
+
+/// Starts `mailroot serve` with `ini` on `dir` and reads its first greeting. Returns the server,
+/// the time from the start of the process to that `220`, and its VmRSS once it listened. Panics
+/// (after killing it) when no 220 comes.
+pub fn launch(dir: TempDir, ini: &str) -> (Server, Duration, Option<u64>) {
+    // No wait for further bindings: the start-up is timed to the first 220.
+    let server = Server::launch(dir, ini, Duration::ZERO);
+    let rss_kib = server.pid().and_then(|p| status_kib(p, "VmRSS:"));
+    match first_banner(server.addr()) {
+        Ok(()) => {
+            let first_220 = server.started.elapsed();
+            (server, first_220, rss_kib)
+        }
+        Err(e) => panic!("no 220 from the server: {e}"),
     }
 }
 
@@ -60,7 +71,7 @@ fn first_banner(addr: SocketAddr) -> Result<(), String> {
 
 /// The INI of the bench server (as the Postfix comparison's `run_mailroot.sh` writes it, see
 /// docs/performance.md), on an ephemeral port.
-fn server_ini(dir: &Path, sink_port: u16, settle_ms: Option<u64>) -> String {
+pub fn server_ini(dir: &Path, sink_port: u16, settle_ms: Option<u64>) -> String {
     let mut ini = format!(
         "[SmtpSvc/1]\n\
          ServerBindings = 127.0.0.1:0\n\

@@ -18,17 +18,17 @@ use crate::target::{Own, Target};
 use crate::{IO_TIMEOUT, SHOWN};
 
 /// A wait for the sink or the Pickup folder gives up when its count has not moved for this long...
-const STALL: Duration = Duration::from_secs(30);
+pub const STALL: Duration = Duration::from_secs(30);
 /// ...and in any case after this long (a slow but moving server gets this much time).
-const WAIT_CAP: Duration = Duration::from_secs(600);
+pub const WAIT_CAP: Duration = Duration::from_secs(600);
 /// How often the waits look at the sink's count (an atomic: cheap).
-const POLL_SINK: Duration = Duration::from_millis(10);
+pub const POLL_SINK: Duration = Duration::from_millis(10);
 /// How often the pickup wait lists the folders (thousands of entries: not too often, the server
 /// needs the CPU).
 const POLL_FOLDERS: Duration = Duration::from_millis(50);
 
-const SENDER: &str = "from@example.test";
-const RECIPIENT: &str = "to@example.test";
+pub const SENDER: &str = "from@example.test";
+pub const RECIPIENT: &str = "to@example.test";
 /// Body lines are 78 characters plus CRLF, the RFC 5322 recommended maximum.
 const LINE_CHARS: usize = 78;
 
@@ -198,7 +198,7 @@ fn smtp_message(size: usize) -> Vec<u8> {
 }
 
 /// `size` bytes of text: lines of 78 characters plus CRLF, the last one shorter (at least CRLF).
-fn body(size: usize) -> Vec<u8> {
+pub fn body(size: usize) -> Vec<u8> {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
     let mut b = Vec::with_capacity(size + 2);
     let mut line = 0usize;
@@ -321,7 +321,7 @@ fn drop_file(pickup: &Path, i: u64, contents: &[u8]) {
 }
 
 /// Files in `dir` whose extension is one of `exts` (0 when the folder cannot be read).
-fn count_files(dir: &Path, exts: &[&str]) -> u64 {
+pub fn count_files(dir: &Path, exts: &[&str]) -> u64 {
     let Ok(entries) = fs::read_dir(dir) else {
         return 0;
     };
