@@ -11,7 +11,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use common::acceptor::Acceptor;
 use common::sink::{Delivered, Sink, SinkBuilder, start_same_port};
@@ -40,24 +40,14 @@ fn two_mx_dns() -> dns::DnsServer {
         .start()
 }
 
-/// A queue identifier of "now" (see docs/mailroot.md), distinct per `n`.
-fn qid(n: u32) -> String {
-    let micros = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_micros() as u64
-        & 0x1F_FFFF_FFFF_FFFF;
-    format!("{micros:013X}BEEF{n:06X}")
-}
-
 /// Starts mailroot on a mailroot whose Queue already holds `files` (as after a stop while the next
 /// hop was down): they are delivered at start-up.
 fn start_with_queue(b: Builder, files: &[String]) -> Server {
     let dir = TempDir::new("seeded");
     let q = dir.path().join("mailroot").join("Queue");
     fs::create_dir_all(&q).unwrap();
-    for (i, content) in files.iter().enumerate() {
-        fs::write(q.join(format!("{}.eml", qid(i as u32))), content).unwrap();
+    for content in files {
+        fs::write(q.join(format!("{}.eml", mailroot::id::next())), content).unwrap();
     }
     Server::start_in(dir, &b.ini())
 }

@@ -91,16 +91,6 @@ impl Drop for ThreadWatch {
     }
 }
 
-/// A queue identifier of "now" (docs/mailroot.md, src/id.rs), distinct per `n`.
-fn qid(n: u32) -> String {
-    let micros = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_micros() as u64
-        & 0x1F_FFFF_FFFF_FFFF;
-    format!("{micros:013X}5C4E{n:06X}")
-}
-
 /// Writes `n` messages from `app@local.test` to `r<i>@remote.test` into `queue` as mailroot's own
 /// Queue files, as if they had been accepted while the next hop was down.
 fn seed_queue(queue: &Path, n: u32) {
@@ -110,7 +100,7 @@ fn seed_queue(queue: &Path, n: u32) {
             "x-sender: app@local.test\r\nx-receiver: r{i}@remote.test\r\n{}\r\n",
             message(&format!("seeded-{i}"))
         );
-        fs::write(queue.join(format!("{}.eml", qid(i))), text).unwrap();
+        fs::write(queue.join(format!("{}.eml", mailroot::id::next())), text).unwrap();
     }
 }
 

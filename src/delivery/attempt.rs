@@ -150,14 +150,8 @@ pub fn run(engine: &Engine, qid: &str, key: &str, held: &mut Option<Held>) -> Af
                 return After::Requeue(vec![rem.key.clone()]);
             }
             RouteResult::Throttled => {
-                for r in rcpts {
-                    state.set(
-                        &r.address,
-                        Status::Pending,
-                        &format!("451 4.4.1 {} throttled the connection", rem.key),
-                        "",
-                    );
-                }
+                let reply = format!("451 4.4.1 {} throttled the connection", rem.key);
+                set_all(&mut state, rcpts, Status::Pending, &reply);
             }
             RouteResult::Dead(until) => {
                 dead_until = Some(dead_until.map_or(until, |d| d.max(until)));
@@ -388,9 +382,7 @@ fn deliver_remote(
                     ),
                     _ => format!("550 5.1.2 {}: no such domain ({e})", domain_of(hops)),
                 };
-                for r in rcpts {
-                    state.set(&r.address, Status::Failed, &reply, "");
-                }
+                set_all(state, rcpts, Status::Failed, &reply);
                 log::info!("delivery of {qid}: {reply}");
                 return RouteResult::Settled;
             }
@@ -470,9 +462,7 @@ fn deliver_remote(
             rem.key,
             crate::time::Utc::from_system(until).rfc5322()
         );
-        for r in rcpts {
-            state.set(&r.address, Status::Pending, &reply, "");
-        }
+        set_all(state, rcpts, Status::Pending, &reply);
         engine.feedback(&rem.key, Feedback::Dead(until, reason));
         return RouteResult::Dead(until);
     }
@@ -484,9 +474,7 @@ fn deliver_remote(
     if last_error.is_empty() {
         last_error = "451 4.4.1 no next hop could be reached".into();
     }
-    for r in rcpts {
-        state.set(&r.address, status, &last_error, "");
-    }
+    set_all(state, rcpts, status, &last_error);
     RouteResult::Settled
 }
 
@@ -503,15 +491,16 @@ fn throttled(
     if rem.key == job_key {
         return RouteResult::Throttled;
     }
-    for r in rcpts {
-        state.set(
-            &r.address,
-            Status::Pending,
-            &format!("451 4.4.1 {} is busy", rem.key),
-            "",
-        );
-    }
+    let reply = format!("451 4.4.1 {} is busy", rem.key);
+    set_all(state, rcpts, Status::Pending, &reply);
     RouteResult::Settled
+}
+
+/// Records one outcome for every recipient of a route (no remote host said it).
+fn set_all(state: &mut State, rcpts: &[&Recipient], status: Status, reply: &str) {
+    for r in rcpts {
+        state.set(&r.address, status, reply, "");
+    }
 }
 
 fn domain_of(h: &Hops) -> String {
