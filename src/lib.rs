@@ -21,6 +21,7 @@ pub mod id;
 pub mod logging;
 pub mod mailroot;
 pub mod net;
+pub mod oauth;
 pub mod os;
 pub mod policy;
 pub mod server;
@@ -81,7 +82,7 @@ pub(crate) mod testutil {
                 tls: TlsPolicy::Opportunistic,
                 ca_file: None,
                 auth_plaintext: false,
-                credentials: None,
+                out: Default::default(),
                 retry: vec![
                     Duration::from_secs(900),
                     Duration::from_secs(1800),

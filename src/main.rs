@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use mailroot::config::{Config, Source, keys};
+use mailroot::config::{Config, Outbound, Source, keys};
 use mailroot::server::Server;
 
 const USAGE: &str = "\
@@ -137,13 +137,30 @@ fn check(explicit: Option<&Path>) -> ExitCode {
     println!("; effective settings (defaults included); ';' comments give each key's meaning");
     for vs in &config.servers {
         println!("\n[SmtpSvc/{}]", vs.instance);
-        for (key, value) in vs.effective() {
-            let meaning = keys::server_key(key).map(|k| k.meaning).unwrap_or("");
-            println!("; {meaning}");
-            println!("{key} = {value}");
+        print_keys(vs.effective(), keys::server_key, &vs.delivery.out);
+        for d in &vs.domains {
+            println!("\n[SmtpSvc/{}/Domain/{}]", vs.instance, d.pattern);
+            print_keys(d.effective(), keys::domain_key, &d.out);
         }
     }
     ExitCode::SUCCESS
+}
+
+/// Prints `key = value` lines, each after a comment with the key's meaning (and the preset it
+/// comes from, when it does).
+fn print_keys(
+    list: Vec<(&'static str, String)>,
+    table: fn(&str) -> Option<&'static keys::KeyDef>,
+    out: &Outbound,
+) {
+    for (key, value) in list {
+        let meaning = table(key).map(|k| k.meaning).unwrap_or("");
+        match out.provider.filter(|_| out.from_preset.contains(&key)) {
+            Some(p) => println!("; {meaning} ({} preset)", p.as_str()),
+            None => println!("; {meaning}"),
+        }
+        println!("{key} = {value}");
+    }
 }
 
 fn serve(explicit: Option<&Path>) -> ExitCode {

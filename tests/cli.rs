@@ -62,11 +62,11 @@ fn settings(stdout: &str) -> BTreeMap<String, BTreeMap<String, String>> {
     all
 }
 
-/// Every key of a virtual server, in the order `check` prints them.
 /// Every key of a virtual server, in the table's order (the binary must print them all).
 static KEYS: std::sync::LazyLock<Vec<&'static str>> = std::sync::LazyLock::new(|| {
     mailroot::config::keys::SERVER_KEYS
         .iter()
+        .chain(mailroot::config::keys::ROUTE_KEYS)
         .map(|k| k.name)
         .collect()
 });

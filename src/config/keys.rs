@@ -267,7 +267,7 @@ pub const SERVER_KEYS: &[KeyDef] = &[
     KeyDef {
         name: "RouteUserName",
         default: "",
-        meaning: "user name for AUTH at the smart host",
+        meaning: "user name for AUTH at the smart host; with OAuth, the mailbox mail is sent as",
     },
     KeyDef {
         name: "RoutePassword",
@@ -350,16 +350,104 @@ pub const DOMAIN_KEYS: &[KeyDef] = &[
     },
 ];
 
-/// Looks a key up case-insensitively.
+/// The keys of one route, allowed in a virtual server section (for the route through its SmartHost)
+/// and in a remote domain section (for that domain's route); `mailroot check` prints them after the
+/// section's other keys. docs/microsoft365.md and docs/google.md show them at work.
+pub const ROUTE_KEYS: &[KeyDef] = &[
+    KeyDef {
+        name: "SmartHostProvider",
+        default: "",
+        meaning: "microsoft365 or google: a preset for SmartHost, SmartHostType, OutboundTls and the limits (any key written explicitly wins)",
+    },
+    KeyDef {
+        name: "OutboundAuthMechanism",
+        default: "auto",
+        meaning: "auto (XOAUTH2 with OAuth keys, else PLAIN or LOGIN), plain, login or xoauth2",
+    },
+    KeyDef {
+        name: "OAuthTenant",
+        default: "",
+        meaning: "Microsoft Entra ID tenant (id or domain): the token endpoint https://login.microsoftonline.com/<tenant>/oauth2/v2.0/token",
+    },
+    KeyDef {
+        name: "OAuthClientId",
+        default: "",
+        meaning: "OAuth application (client) id",
+    },
+    KeyDef {
+        name: "OAuthClientSecret",
+        default: "",
+        meaning: "OAuth client secret (prefer OAuthClientSecretFile)",
+    },
+    KeyDef {
+        name: "OAuthClientSecretFile",
+        default: "",
+        meaning: "file whose first line is the OAuth client secret",
+    },
+    KeyDef {
+        name: "OAuthCertificateFile",
+        default: "",
+        meaning: "PEM certificate registered with the app: tokens are requested with a signed client assertion instead of a secret",
+    },
+    KeyDef {
+        name: "OAuthKeyFile",
+        default: "",
+        meaning: "PEM RSA private key of OAuthCertificateFile",
+    },
+    KeyDef {
+        name: "OAuthServiceAccountFile",
+        default: "",
+        meaning: "Google service-account JSON key (domain-wide delegation): tokens for the mailbox RouteUserName",
+    },
+    KeyDef {
+        name: "OAuthRefreshTokenFile",
+        default: "",
+        meaning: "file holding a delegated refresh token (with OAuthClientId); a rotated token is written back",
+    },
+    KeyDef {
+        name: "OAuthTokenUrl",
+        default: "",
+        meaning: "token endpoint override (sovereign clouds, other providers)",
+    },
+    KeyDef {
+        name: "OAuthScope",
+        default: "",
+        meaning: "scope override (default https://outlook.office365.com/.default; google: https://mail.google.com/)",
+    },
+    KeyDef {
+        name: "RewriteSender",
+        default: "",
+        meaning: "envelope sender of mail leaving this way (a null sender stays null); the Queue, .sta and W3C log keep the original",
+    },
+    KeyDef {
+        name: "RewriteFromHeader",
+        default: "0",
+        meaning: "1 = the From header's address becomes RewriteSender too, with Reply-To: <original From> added when there is none",
+    },
+    KeyDef {
+        name: "OutboundTlsCertificateFile",
+        default: "",
+        meaning: "PEM client certificate chain presented in outbound TLS (certificate-based connectors)",
+    },
+    KeyDef {
+        name: "OutboundTlsKeyFile",
+        default: "",
+        meaning: "PEM private key of OutboundTlsCertificateFile",
+    },
+];
+
+/// Looks a virtual server key (its own or a route key) up case-insensitively.
 pub fn server_key(name: &str) -> Option<&'static KeyDef> {
     SERVER_KEYS
         .iter()
+        .chain(ROUTE_KEYS)
         .find(|k| k.name.eq_ignore_ascii_case(name))
 }
 
-/// Looks a remote-domain key up case-insensitively.
+/// Looks a remote-domain key (its own or a route key) up case-insensitively.
 pub fn domain_key(name: &str) -> Option<&'static KeyDef> {
     DOMAIN_KEYS
         .iter()
+        .chain(ROUTE_KEYS)
         .find(|k| k.name.eq_ignore_ascii_case(name))
 }

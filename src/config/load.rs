@@ -9,9 +9,9 @@ use std::sync::Arc;
 use super::error::ConfigError;
 use super::ini::{self, Entry, IniFile};
 use super::keys;
+use super::outbound::{self, Provider};
 use super::settings::{
-    AuthFlags, Credentials, DeliverySettings, Dirs, DomainRoute, LogSettings, SecuritySettings,
-    VirtualServer,
+    AuthFlags, DeliverySettings, Dirs, DomainRoute, LogSettings, SecuritySettings, VirtualServer,
 };
 use super::values::{
     optional, parse_addr_list, parse_auth_flags, parse_bindings, parse_bool, parse_domain,
@@ -177,7 +177,7 @@ impl Config {
             keys.extend(collect(path, s)?);
             let mut vs = build(path, base, n, &keys)?;
             for (_, name, ds) in domain_sections.iter().filter(|(m, _, _)| *m == n) {
-                vs.domains.push(build_domain(path, name, ds)?);
+                vs.domains.push(build_domain(path, base, name, ds)?);
             }
             for b in &vs.bindings {
                 for other in &servers {
@@ -237,27 +237,35 @@ fn collect_keys(
     Ok(m)
 }
 
-/// Reads typed values, with the key's file position for errors.
-struct Reader<'a> {
+/// Reads typed values, with the key's file position for errors. A key not written takes its
+/// provider preset's value (SmartHostProvider), else the table's default.
+pub(super) struct Reader<'a> {
     path: &'a Path,
     section_line: usize,
     keys: &'a HashMap<String, Entry>,
     table: fn(&str) -> Option<&'static keys::KeyDef>,
+    /// The section's preset, and whether the section is a virtual server's (not a domain's).
+    preset: Option<(Provider, bool)>,
 }
 
 impl Reader<'_> {
-    /// The raw value and its line; for a key not set, the table default and the section line.
-    fn raw(&self, name: &'static str) -> (String, usize) {
+    /// The raw value and its line; for a key not set, the preset's or the table's default and the
+    /// section line.
+    pub(super) fn raw(&self, name: &'static str) -> (String, usize) {
         match self.keys.get(&name.to_ascii_lowercase()) {
             Some(e) => (e.value.clone(), e.line),
             None => {
-                let def = (self.table)(name).map(|k| k.default).unwrap_or("");
+                let def = self
+                    .preset
+                    .and_then(|(p, top)| p.preset(name, top))
+                    .or_else(|| (self.table)(name).map(|k| k.default))
+                    .unwrap_or("");
                 (def.to_string(), self.section_line)
             }
         }
     }
 
-    fn parse<T>(
+    pub(super) fn parse<T>(
         &self,
         name: &'static str,
         f: impl FnOnce(&str) -> Result<T, String>,
@@ -266,8 +274,32 @@ impl Reader<'_> {
         f(v.trim()).map_err(|m| ConfigError::at(self.path, line, Some(name), m))
     }
 
-    fn set(&self, name: &'static str) -> bool {
+    /// Whether the key is written in the section.
+    pub(super) fn set(&self, name: &str) -> bool {
         self.keys.contains_key(&name.to_ascii_lowercase())
+    }
+
+    /// An error at `line` for `key`.
+    pub(super) fn error(&self, line: usize, key: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError::at(self.path, line, Some(key), message)
+    }
+
+    /// The keys that take their value from the preset (not written in the section).
+    pub(super) fn preset_keys(&self) -> Vec<&'static str> {
+        let Some((p, top)) = self.preset else {
+            return Vec::new();
+        };
+        keys::SERVER_KEYS
+            .iter()
+            .chain(keys::DOMAIN_KEYS)
+            .map(|k| k.name)
+            .filter(|k| p.preset(k, top).is_some() && !self.set(k))
+            .fold(Vec::new(), |mut v, k| {
+                if !v.contains(&k) {
+                    v.push(k);
+                }
+                v
+            })
     }
 }
 
@@ -277,12 +309,15 @@ fn build(
     instance: u32,
     keys: &HashMap<String, Entry>,
 ) -> Result<VirtualServer, ConfigError> {
-    let r = Reader {
+    let mut r = Reader {
         path,
         section_line: 0,
         keys,
         table: keys::server_key,
+        preset: None,
     };
+    let provider = outbound::provider(&r)?;
+    r.preset = provider.map(|p| (p, true));
     let bindings = r.parse("ServerBindings", parse_bindings)?;
     let fqdn = if r.set("FullyQualifiedDomainName") {
         r.parse("FullyQualifiedDomainName", parse_domain)?
@@ -348,7 +383,7 @@ fn build(
             optional(v, |v| parse_path(base, v))
         })?,
         auth_plaintext: r.parse("OutboundAuthAllowPlaintext", parse_bool)?,
-        credentials: credentials(&r)?,
+        out: Arc::new(outbound::read(&r, base, provider)?),
         retry: r.parse("SmtpRemoteProgressiveRetry", parse_retry)?,
         delay_expire: r.parse("SmtpRemoteDelayExpireMinutes", parse_minutes)?,
         ndr_expire: r.parse("SmtpRemoteNDRExpireMinutes", parse_minutes)?,
@@ -461,19 +496,27 @@ fn domain_section_name(lower: &str) -> Option<(Option<u32>, &str)> {
     Some((n.parse().ok().filter(|n| *n >= 1), name))
 }
 
-fn build_domain(path: &Path, name: &str, s: &ini::Section) -> Result<DomainRoute, ConfigError> {
+fn build_domain(
+    path: &Path,
+    base: &Path,
+    name: &str,
+    s: &ini::Section,
+) -> Result<DomainRoute, ConfigError> {
     let m = collect_keys(path, s, keys::domain_key)?;
-    let r = Reader {
+    let mut r = Reader {
         path,
         section_line: s.line,
         keys: &m,
         table: keys::domain_key,
+        preset: None,
     };
+    let provider = outbound::provider(&r)?;
+    r.preset = provider.map(|p| (p, false));
     Ok(DomainRoute {
         pattern: name.to_string(),
         relay_allowed: r.parse("RelayAllowed", parse_bool)?,
         smart_host: r.parse("SmartHost", parse_next_hops)?,
-        credentials: credentials(&r)?,
+        out: Arc::new(outbound::read(&r, base, provider)?),
         tls: r.parse("OutboundTls", |v| optional(v, parse_tls))?,
         max_out: r.parse("MaxOutConnectionsPerDomain", |v| {
             optional(v, |v| parse_num::<u32>(v, 1))
@@ -482,21 +525,6 @@ fn build_domain(path: &Path, name: &str, s: &ini::Section) -> Result<DomainRoute
             optional(v, |v| parse_num::<u32>(v, 0))
         })?,
     })
-}
-
-fn credentials(r: &Reader<'_>) -> Result<Option<Credentials>, ConfigError> {
-    let user = r.raw("RouteUserName").0;
-    let (password, pline) = r.raw("RoutePassword");
-    match (user.is_empty(), password.is_empty()) {
-        (true, true) => Ok(None),
-        (false, _) => Ok(Some(Credentials { user, password })),
-        (true, false) => Err(ConfigError::at(
-            r.path,
-            pline,
-            Some("RoutePassword"),
-            "RoutePassword without RouteUserName",
-        )),
-    }
 }
 
 #[cfg(test)]
@@ -596,7 +624,7 @@ mod tests {
         );
         assert_eq!(d.ndr_expire, Duration::from_secs(2880 * 60));
         assert_eq!(d.tls, TlsPolicy::Opportunistic);
-        assert_eq!(d.credentials.as_ref().map(|c| c.user.as_str()), Some("u"));
+        assert_eq!(d.out.credentials().map(|c| c.user.as_str()), Some("u"));
         assert_eq!(
             vs.domain_route("x.corp.test").map(|r| r.tls),
             Some(Some(TlsPolicy::Required))

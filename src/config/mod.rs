@@ -6,7 +6,8 @@
 //! service-level metabase values) and `[SmtpSvc/n]`, one per virtual server.
 //!
 //! Rooms: [`ini`] reads the file and keeps positions; [`keys`] is the table of keys and defaults;
-//! [`load`] turns sections into a [`Config`]; [`values`] parses one value each; [`settings`] holds the
+//! [`load`] turns sections into a [`Config`]; [`outbound`] reads one route's AUTH, OAuth, sender
+//! rewrite, client certificate and provider preset; [`values`] parses one value each; [`settings`] holds the
 //! typed result, with [`ipnet`] and [`hosts`] for the address and host lists; [`error`] is the error.
 
 pub mod error;
@@ -15,6 +16,7 @@ pub mod ini;
 pub mod ipnet;
 pub mod keys;
 pub mod load;
+pub mod outbound;
 pub mod settings;
 pub mod values;
 
@@ -22,6 +24,7 @@ pub use error::ConfigError;
 pub use hosts::HostList;
 pub use ipnet::IpList;
 pub use load::{Config, Source};
+pub use outbound::{Grant, OAuth, Outbound, OutboundAuth, PasswordMechanism, Provider, Secret};
 pub use settings::{
     AuthFlags, Binding, Credentials, DeliverySettings, Dirs, DomainRoute, LogPeriod, LogSettings,
     NextHop, SecuritySettings, SmartHostType, TlsPolicy, VirtualServer,

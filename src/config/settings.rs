@@ -3,10 +3,12 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::hosts::HostList;
 use super::ipnet::IpList;
+use super::outbound::Outbound;
 
 /// One listen endpoint from ServerBindings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -196,7 +198,7 @@ impl VirtualServer {
             .map(|b| b.to_string())
             .collect::<Vec<_>>()
             .join(", ");
-        vec![
+        let mut all = vec![
             ("ServerBindings", bindings),
             ("FullyQualifiedDomainName", self.fqdn.clone()),
             ("MailRoot", p(&self.dirs.mailroot)),
@@ -329,17 +331,10 @@ impl VirtualServer {
                 "OutboundAuthAllowPlaintext",
                 u8::from(self.delivery.auth_plaintext).to_string(),
             ),
-            (
-                "RouteUserName",
-                self.delivery
-                    .credentials
-                    .as_ref()
-                    .map(|c| c.user.clone())
-                    .unwrap_or_default(),
-            ),
+            ("RouteUserName", self.delivery.out.user().to_string()),
             (
                 "RoutePassword",
-                if self.delivery.credentials.is_some() {
+                if self.delivery.out.credentials().is_some() {
                     "(set)".into()
                 } else {
                     String::new()
@@ -378,7 +373,30 @@ impl VirtualServer {
                 "PickupSettleTime",
                 format!("{}ms", self.delivery.pickup_settle.as_millis()),
             ),
-        ]
+        ];
+        all.extend(self.delivery.out.effective());
+        all
+    }
+
+    /// Every route's secrets files (OAuth keys and secrets, refresh tokens, client keys), by key,
+    /// with the section that names them.
+    pub fn secret_files(&self) -> Vec<(String, &'static str, &std::path::Path)> {
+        let mut all: Vec<(String, &'static str, &std::path::Path)> = self
+            .delivery
+            .out
+            .secret_files()
+            .map(|(k, p)| (format!("SmtpSvc/{}", self.instance), *k, p.as_path()))
+            .collect();
+        for d in &self.domains {
+            all.extend(d.out.secret_files().map(|(k, p)| {
+                (
+                    format!("SmtpSvc/{}/Domain/{}", self.instance, d.pattern),
+                    *k,
+                    p.as_path(),
+                )
+            }));
+        }
+        all
     }
 
     /// The remote domain section for `domain`: an exact name wins over wildcards, the longest
@@ -540,8 +558,8 @@ pub struct DomainRoute {
     pub relay_allowed: bool,
     /// SmartHost for this domain: next hops in order of preference (empty: none).
     pub smart_host: Vec<NextHop>,
-    /// RouteUserName / RoutePassword.
-    pub credentials: Option<Credentials>,
+    /// AUTH, OAuth, sender rewrite and client certificate for this domain's next hop.
+    pub out: Arc<Outbound>,
     /// OutboundTls for this domain.
     pub tls: Option<TlsPolicy>,
     /// MaxOutConnectionsPerDomain for this domain's next hop.
@@ -551,6 +569,39 @@ pub struct DomainRoute {
 }
 
 impl DomainRoute {
+    /// The effective value of every remote-domain key, in table order (secrets masked).
+    pub fn effective(&self) -> Vec<(&'static str, String)> {
+        let opt = |v: Option<u32>| v.map(|n| n.to_string()).unwrap_or_default();
+        let mut all = vec![
+            ("RelayAllowed", u8::from(self.relay_allowed).to_string()),
+            (
+                "SmartHost",
+                self.smart_host
+                    .iter()
+                    .map(|h| h.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            ),
+            ("RouteUserName", self.out.user().to_string()),
+            (
+                "RoutePassword",
+                if self.out.credentials().is_some() {
+                    "(set)".into()
+                } else {
+                    String::new()
+                },
+            ),
+            (
+                "OutboundTls",
+                self.tls.map(|t| t.as_str().to_string()).unwrap_or_default(),
+            ),
+            ("MaxOutConnectionsPerDomain", opt(self.max_out)),
+            ("MaxMessagesPerMinute", opt(self.max_per_minute)),
+        ];
+        all.extend(self.out.effective());
+        all
+    }
+
     /// Whether `domain` (lower case) matches: exactly, or as a subdomain of a `*.` pattern.
     pub fn matches(&self, domain: &str) -> bool {
         match self.pattern.strip_prefix("*.") {
@@ -599,8 +650,8 @@ pub struct DeliverySettings {
     pub ca_file: Option<PathBuf>,
     /// OutboundAuthAllowPlaintext.
     pub auth_plaintext: bool,
-    /// RouteUserName / RoutePassword for the smart host.
-    pub credentials: Option<Credentials>,
+    /// AUTH, OAuth, sender rewrite and client certificate for the smart host.
+    pub out: Arc<Outbound>,
     /// SmtpRemoteProgressiveRetry.
     pub retry: Vec<Duration>,
     /// SmtpRemoteDelayExpireMinutes.

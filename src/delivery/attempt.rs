@@ -8,12 +8,16 @@ use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
 use super::cache::Held;
-use super::client::{Connection, OutMessage, Outcome, Rcpt, Settings};
+use super::client::{
+    Connection, Failure, Login, OutMessage, Outcome, Rcpt, Settings, is_throttle_reply,
+};
 use super::dns::DnsError;
 use super::engine::Engine;
 use super::report;
+use super::rewrite;
 use super::route::{self, Hops, Remote, Route};
 use super::scheduler::{Feedback, retry_delay};
+use crate::config::OutboundAuth;
 use crate::id;
 use crate::mailroot::state::{State, Status};
 use crate::mailroot::{badmail, block};
@@ -88,6 +92,7 @@ pub fn run(engine: &Engine, qid: &str, key: &str, held: &mut Option<Held>) -> Af
         }
     }
 
+    let settled_before = settled(&state);
     // Route each pending recipient once, grouping them by route.
     let pending: Vec<&Recipient> = env
         .recipients
@@ -147,6 +152,20 @@ pub fn run(engine: &Engine, qid: &str, key: &str, held: &mut Option<Held>) -> Af
             RouteResult::Settled => {}
             // Only a message with this one route and nothing else done goes back untouched.
             RouteResult::Throttled if last == 1 && local.is_empty() => {
+                // What was settled before the throttle (an earlier transaction) must not be sent
+                // twice.
+                if settled(&state) > settled_before {
+                    persist(engine, qid, &state);
+                }
+                // Others still work with it: back to the front at once. Alone and throttled (a
+                // `432` from a route that throttles so): again in a few seconds, not on the retry
+                // schedule.
+                if rem.out.throttles_with_432() && engine.busy(&rem.key) <= 1 {
+                    return After::Again(
+                        SystemTime::now() + engine.throttle_wait(&rem.key),
+                        vec![rem.key.clone()],
+                    );
+                }
                 return After::Requeue(vec![rem.key.clone()]);
             }
             RouteResult::Throttled => {
@@ -224,6 +243,15 @@ pub fn run(engine: &Engine, qid: &str, key: &str, held: &mut Option<Held>) -> Af
     After::Again(next, keys)
 }
 
+/// Recipients no longer pending.
+fn settled(state: &State) -> usize {
+    state
+        .recipients
+        .iter()
+        .filter(|r| r.status != Status::Pending)
+        .count()
+}
+
 pub(super) fn persist(engine: &Engine, qid: &str, state: &State) {
     if let Err(e) = engine.store.write_state(qid, &state.to_text()) {
         log::error!("delivery: cannot record the state of {qid}: {e}");
@@ -285,9 +313,16 @@ fn settings(engine: &Engine, rem: &Remote) -> Settings {
         connect_timeout: d.connect_timeout,
         transaction_timeout: d.transaction_timeout,
         tls: rem.tls,
-        tls_configs: engine.tls.clone(),
-        credentials: rem.credentials.clone(),
+        tls_configs: engine.client_tls(&rem.out),
+        login: rem.out.auth.as_ref().map(|a| match a {
+            OutboundAuth::Password { credentials, only } => Login::Password {
+                credentials: credentials.clone(),
+                only: *only,
+            },
+            OutboundAuth::XOAuth2(o) => Login::XOAuth2(engine.tokens.credential(o)),
+        }),
         auth_plaintext: d.auth_plaintext,
+        throttle_432: rem.out.throttles_with_432(),
     }
 }
 
@@ -315,15 +350,23 @@ fn deliver_remote(
     held: &mut Option<Held>,
     job_key: &str,
 ) -> RouteResult {
-    let sender = out_sender(engine, &env.sender);
+    // The route may carry mail as its own mailbox (RewriteSender); only the wire copy changes.
+    let sender = rewrite::envelope_sender(&env.sender, rem.out.rewrite_sender.as_deref())
+        .unwrap_or_else(|| out_sender(engine, &env.sender));
+    let rewritten = match (&rem.out.rewrite_sender, rem.out.rewrite_from_header) {
+        (Some(r), true) => rewrite::from_header(msg, r),
+        _ => None,
+    };
+    let data = rewritten.as_deref().unwrap_or(msg);
     let out = OutMessage {
         sender: &sender,
         body: env.body,
         ret: env.ret,
         envid: env.envid.as_deref(),
-        data: msg,
-        eight_bit: msg.iter().any(|b| *b >= 0x80),
+        data,
+        eight_bit: data.iter().any(|b| *b >= 0x80),
     };
+    let throttle_432 = rem.out.throttles_with_432();
     // Reuse the connection we hold if it goes to the same destination.
     if held.as_ref().is_some_and(|h| h.key != rem.key)
         && let Some(h) = held.take()
@@ -342,7 +385,14 @@ fn deliver_remote(
     }
     let mut rcpts: Vec<&Recipient> = rcpts.to_vec();
     if let Some(h) = held.as_mut() {
-        if send_all(engine, qid, h, &out, &rcpts, state) {
+        let sent = send_all(engine, qid, h, &out, &rcpts, state, throttle_432);
+        if sent.throttled {
+            if let Some(h) = held.take() {
+                h.conn.quit();
+            }
+            return throttled(engine, rem, job_key, &rcpts, state);
+        }
+        if sent.usable {
             // A working connection proves its next hop alive, whatever failed meanwhile.
             engine.endpoints.success(h.conn.addr);
             engine.feedback(&rem.key, Feedback::Delivered);
@@ -362,6 +412,21 @@ fn deliver_remote(
     }
     let rcpts = &rcpts[..];
     let settings = settings(engine, rem);
+    // The token first: a token endpoint that fails is no reason to open (and count against) the
+    // next hop, and the destination backs off until the endpoint answers again.
+    if let Some(Login::XOAuth2(cred)) = &settings.login
+        && let Err(e) = cred.token()
+    {
+        return token_failed(
+            engine,
+            qid,
+            rem,
+            rcpts,
+            state,
+            &e.to_string(),
+            cred.failures(),
+        );
+    }
     let mut last_error = String::new();
     let mut all_permanent = true;
     // Dead next hops are skipped; when every one is dead the destination is, until the earliest.
@@ -418,13 +483,28 @@ fn deliver_remote(
                     if let Some(tls) = &h.conn.tls {
                         log::debug!("delivery of {qid}: {host} [{}] over {tls}", addr.ip());
                     }
-                    if send_all(engine, qid, &mut h, &out, rcpts, state) {
+                    let sent = send_all(engine, qid, &mut h, &out, rcpts, state, throttle_432);
+                    if sent.usable && !sent.throttled {
                         *held = Some(h);
                     } else {
                         h.conn.quit();
                     }
+                    if sent.throttled {
+                        return throttled(engine, rem, job_key, rcpts, state);
+                    }
                     engine.feedback(&rem.key, Feedback::Delivered);
                     return RouteResult::Settled;
+                }
+                Err(e) if e.kind == Failure::Token => {
+                    let failures = match &settings.login {
+                        Some(Login::XOAuth2(c)) => c.failures(),
+                        _ => 1,
+                    };
+                    return token_failed(engine, qid, rem, rcpts, state, &e.reason, failures);
+                }
+                Err(e) if e.kind == Failure::Throttled => {
+                    log::info!("delivery of {qid}: {} (throttled)", e.reason);
+                    return throttled(engine, rem, job_key, rcpts, state);
                 }
                 Err(e) => {
                     log::info!("delivery of {qid}: {}", e.reason);
@@ -496,10 +576,36 @@ fn throttled(
     RouteResult::Settled
 }
 
-/// Records one outcome for every recipient of a route (no remote host said it).
+/// No OAuth token: the route's recipients wait, and the destination is dead (one probe, then all)
+/// until the next retry time by the number of failed token requests in a row. Never a bounce: the
+/// token endpoint's trouble is not the recipient's.
+fn token_failed(
+    engine: &Engine,
+    qid: &str,
+    rem: &Remote,
+    rcpts: &[&Recipient],
+    state: &mut State,
+    reason: &str,
+    failures: u32,
+) -> RouteResult {
+    let until = SystemTime::now() + retry_delay(&engine.vs.delivery.retry, failures.max(1));
+    let reply = format!("451 4.7.0 {reason}");
+    log::warn!("delivery of {qid}: {reason}");
+    set_all(state, rcpts, Status::Pending, &reply);
+    engine.feedback(&rem.key, Feedback::Dead(until, reason.to_string()));
+    RouteResult::Dead(until)
+}
+
+/// Records one outcome for every recipient of a route still pending (no remote host said it): one
+/// delivered by an earlier transaction of the same attempt keeps its outcome.
 fn set_all(state: &mut State, rcpts: &[&Recipient], status: Status, reply: &str) {
     for r in rcpts {
-        state.set(&r.address, status, reply, "");
+        if state
+            .get(&r.address)
+            .is_none_or(|s| s.status == Status::Pending)
+        {
+            state.set(&r.address, status, reply, "");
+        }
     }
 }
 
@@ -511,8 +617,16 @@ fn domain_of(h: &Hops) -> String {
     }
 }
 
+/// What came of sending a message's recipients over one connection.
+struct Sent {
+    /// The connection may carry the next message.
+    usable: bool,
+    /// The next hop answered `432` (with the route's throttle rule): the rest waits.
+    throttled: bool,
+}
+
 /// Sends to `rcpts` over `h` in transactions of at most MaxRecipients, recording every outcome.
-/// Returns whether the connection is still usable.
+/// With `throttle_432`, a `432` deferral stops the sending: the destination is throttling.
 fn send_all(
     engine: &Engine,
     qid: &str,
@@ -520,10 +634,12 @@ fn send_all(
     out: &OutMessage<'_>,
     rcpts: &[&Recipient],
     state: &mut State,
-) -> bool {
+    throttle_432: bool,
+) -> Sent {
     let max = engine.vs.max_recipients.max(1) as usize;
     let host = h.conn.host.clone();
     let mut todo: Vec<&Recipient> = rcpts.to_vec();
+    let mut throttled = false;
     // One extra round for recipients the server deferred with 452 (too many recipients): IIS opens
     // a new transaction at once for the rest.
     for round in 0..2 {
@@ -568,6 +684,7 @@ fn send_all(
                                 if round == 0 && reply.starts_with("452") {
                                     again.push(*r);
                                 }
+                                throttled |= throttle_432 && is_throttle_reply(&reply);
                                 state.set(&r.address, Status::Pending, &reply, &host);
                             }
                         }
@@ -588,8 +705,17 @@ fn send_all(
                             );
                         }
                     }
-                    return false;
+                    return Sent {
+                        usable: false,
+                        throttled: false,
+                    };
                 }
+            }
+            if throttled {
+                return Sent {
+                    usable: true,
+                    throttled,
+                };
             }
         }
         if again.is_empty() {
@@ -597,5 +723,8 @@ fn send_all(
         }
         todo = again;
     }
-    true
+    Sent {
+        usable: true,
+        throttled: false,
+    }
 }

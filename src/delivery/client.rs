@@ -1,5 +1,7 @@
 //! The outbound SMTP client: one connection to one next hop, blocking, with a deadline on every reply.
-//! EHLO (HELO as a fallback), STARTTLS by policy, AUTH PLAIN or LOGIN, then transactions: MAIL with
+//! EHLO (HELO as a fallback), STARTTLS by policy (presenting a client certificate when the route has
+//! one), AUTH PLAIN, LOGIN or XOAUTH2 (a token from `oauth`, renewed once when refused), then
+//! transactions: MAIL with
 //! SIZE/BODY/DSN parameters as the server offers them, RCPTs, DATA with dot-stuffing and CRLF line
 //! endings enforced (a bare CR or LF is never sent), pipelined when the server offers PIPELINING.
 //! Replies are read through `reply::parse`, which bounds what a hostile server can make us buffer.
@@ -12,9 +14,10 @@ use std::time::{Duration, Instant};
 use rustls::ClientConfig;
 
 use super::reply::{self, Reply};
-use crate::config::{Credentials, TlsPolicy};
+use crate::config::{Credentials, PasswordMechanism, TlsPolicy};
 use crate::net::stream::ClientStream as Stream;
 use crate::net::tls::{self, ClientTls, HandshakeError};
+use crate::oauth::{self, AccessToken, Credential};
 use crate::smtp::params::{self, Body, Notify, Ret};
 use crate::smtp::sasl::encode as base64;
 
@@ -72,10 +75,50 @@ pub struct Settings {
     pub tls: TlsPolicy,
     /// The rustls configurations.
     pub tls_configs: ClientTls,
-    /// AUTH credentials, if any.
-    pub credentials: Option<Credentials>,
+    /// AUTH, if any.
+    pub login: Option<Login>,
     /// OutboundAuthAllowPlaintext.
     pub auth_plaintext: bool,
+    /// `432 4.3.2` to the greeting, EHLO or AUTH means throttling (the microsoft365 preset).
+    pub throttle_432: bool,
+}
+
+/// How to log in to the next hop.
+#[derive(Clone)]
+pub enum Login {
+    /// PLAIN or LOGIN; `only` pins the mechanism.
+    Password {
+        /// RouteUserName / RoutePassword.
+        credentials: Credentials,
+        /// OutboundAuthMechanism, when pinned.
+        only: Option<PasswordMechanism>,
+    },
+    /// XOAUTH2 as the credential's mailbox, with its token.
+    XOAuth2(Arc<Credential>),
+}
+
+impl std::fmt::Debug for Login {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Login::Password { credentials, only } => f
+                .debug_struct("Password")
+                .field("credentials", credentials)
+                .field("only", only)
+                .finish(),
+            Login::XOAuth2(c) => write!(f, "XOAuth2({})", c.user()),
+        }
+    }
+}
+
+/// What kind of failure a [`ConnectError`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The next hop could not be reached or used (counts toward a dead next hop).
+    Connection,
+    /// No OAuth token could be had: the token endpoint failed, not the next hop.
+    Token,
+    /// The next hop said `432 4.3.2`: too many sessions or messages for now.
+    Throttled,
 }
 
 /// Why a connection could not be used.
@@ -85,6 +128,8 @@ pub struct ConnectError {
     pub reason: String,
     /// A 5xx greeting or EHLO: the host refuses mail for good (another host may still take it).
     pub permanent: bool,
+    /// What failed.
+    pub kind: Failure,
 }
 
 impl ConnectError {
@@ -92,8 +137,39 @@ impl ConnectError {
         ConnectError {
             reason: reason.into(),
             permanent: false,
+            kind: Failure::Connection,
         }
     }
+
+    /// Refused credentials are a configuration problem, not the host's final word on mail.
+    fn never_permanent(mut self) -> ConnectError {
+        self.permanent = false;
+        self
+    }
+
+    /// A refusal: throttling when the route says `432` is, else temporary or permanent by code.
+    fn refused(reason: String, r: &Reply, settings: &Settings) -> ConnectError {
+        ConnectError {
+            reason,
+            permanent: r.is_permanent(),
+            kind: if settings.throttle_432 && is_throttle(r) {
+                Failure::Throttled
+            } else {
+                Failure::Connection
+            },
+        }
+    }
+}
+
+/// `432` (with `4.3.2` when an enhanced code is given): Exchange Online's "sender thread limit
+/// exceeded" and its kin.
+fn is_throttle(r: &Reply) -> bool {
+    r.code == 432
+}
+
+/// Whether a recipient's deferral reply is a throttle (`432 …`).
+pub fn is_throttle_reply(reply: &str) -> bool {
+    reply.starts_with("432")
 }
 
 /// An open, greeted (and possibly encrypted and authenticated) connection.
@@ -183,10 +259,11 @@ impl Connection {
         };
         let greeting = c.read_reply().map_err(ConnectError::temp)?;
         if greeting.code != 220 {
-            return Err(ConnectError {
-                reason: format!("{host} greeted with {}", greeting.one_line()),
-                permanent: greeting.is_permanent(),
-            });
+            return Err(ConnectError::refused(
+                format!("{host} greeted with {}", greeting.one_line()),
+                &greeting,
+                settings,
+            ));
         }
         c.hello(settings)?;
         let offers_tls = c.caps.as_ref().is_some_and(|r| r.has_keyword("STARTTLS"));
@@ -207,8 +284,10 @@ impl Connection {
             }
             _ => {}
         }
-        if let Some(cred) = &settings.credentials {
-            c.auth(cred, settings)?;
+        match &settings.login {
+            Some(Login::Password { credentials, only }) => c.auth(credentials, *only, settings)?,
+            Some(Login::XOAuth2(cred)) => c.xoauth2(cred, settings)?,
+            None => {}
         }
         Ok(c)
     }
@@ -228,10 +307,11 @@ impl Connection {
             self.caps = None;
             return Ok(());
         }
-        Err(ConnectError {
-            reason: format!("{} refused HELO: {}", self.host, h.one_line()),
-            permanent: h.is_permanent(),
-        })
+        Err(ConnectError::refused(
+            format!("{} refused HELO: {}", self.host, h.one_line()),
+            &h,
+            settings,
+        ))
     }
 
     fn starttls(
@@ -280,25 +360,41 @@ impl Connection {
         Ok(c)
     }
 
-    fn auth(&mut self, cred: &Credentials, settings: &Settings) -> Result<(), ConnectError> {
+    /// The mechanisms the next hop offers, upper case.
+    fn mechanisms(&self) -> String {
+        self.caps
+            .as_ref()
+            .and_then(|r| r.keyword_args("AUTH"))
+            .unwrap_or("")
+            .to_ascii_uppercase()
+    }
+
+    fn may_send_credentials(&self, settings: &Settings) -> Result<(), ConnectError> {
         if self.tls.is_none() && !settings.auth_plaintext {
             return Err(ConnectError::temp(format!(
                 "will not send credentials to {} without TLS (OutboundAuthAllowPlaintext = 0)",
                 self.host
             )));
         }
-        let mechs = self
-            .caps
-            .as_ref()
-            .and_then(|r| r.keyword_args("AUTH"))
-            .unwrap_or("")
-            .to_ascii_uppercase();
+        Ok(())
+    }
+
+    fn auth(
+        &mut self,
+        cred: &Credentials,
+        only: Option<PasswordMechanism>,
+        settings: &Settings,
+    ) -> Result<(), ConnectError> {
+        self.may_send_credentials(settings)?;
+        let mechs = self.mechanisms();
         let has = |m: &str| mechs.split(' ').any(|x| x == m);
-        let r = if has("PLAIN") {
+        let plain = has("PLAIN") && only != Some(PasswordMechanism::Login);
+        let login = has("LOGIN") && only != Some(PasswordMechanism::Plain);
+        let r = if plain {
             let token = base64(format!("\0{}\0{}", cred.user, cred.password).as_bytes());
             self.command(&format!("AUTH PLAIN {token}"))
                 .map_err(ConnectError::temp)?
-        } else if has("LOGIN") {
+        } else if login {
             let r = self.command("AUTH LOGIN").map_err(ConnectError::temp)?;
             if r.code != 334 {
                 return Err(ConnectError::temp(format!(
@@ -320,21 +416,83 @@ impl Connection {
             self.command(&base64(cred.password.as_bytes()))
                 .map_err(ConnectError::temp)?
         } else {
-            return Err(ConnectError::temp(format!(
-                "{} offers neither AUTH PLAIN nor AUTH LOGIN",
-                self.host
-            )));
+            return Err(ConnectError::temp(match only {
+                Some(PasswordMechanism::Plain) => {
+                    format!("{} does not offer AUTH PLAIN", self.host)
+                }
+                Some(PasswordMechanism::Login) => {
+                    format!("{} does not offer AUTH LOGIN", self.host)
+                }
+                None => format!("{} offers neither AUTH PLAIN nor AUTH LOGIN", self.host),
+            }));
         };
         if r.code != 235 {
             // Wrong credentials are a configuration problem: keep the mail and retry, as Postfix does.
-            return Err(ConnectError::temp(format!(
-                "authentication as {} at {} failed: {}",
-                cred.user,
-                self.host,
-                r.one_line()
-            )));
+            return Err(ConnectError::refused(
+                format!(
+                    "authentication as {} at {} failed: {}",
+                    cred.user,
+                    self.host,
+                    r.one_line()
+                ),
+                &r,
+                settings,
+            )
+            .never_permanent());
         }
         Ok(())
+    }
+
+    /// AUTH XOAUTH2 with the credential's token; a `535` gets one more try with a new token (the
+    /// cached one may have been revoked before its time).
+    fn xoauth2(&mut self, cred: &Credential, settings: &Settings) -> Result<(), ConnectError> {
+        self.may_send_credentials(settings)?;
+        if !self.mechanisms().split(' ').any(|m| m == "XOAUTH2") {
+            return Err(ConnectError::temp(format!(
+                "{} does not offer AUTH XOAUTH2",
+                self.host
+            )));
+        }
+        let token_error = |e: oauth::TokenError| ConnectError {
+            reason: e.to_string(),
+            permanent: false,
+            kind: Failure::Token,
+        };
+        let mut token: AccessToken = cred.token().map_err(token_error)?;
+        let mut renewed = false;
+        loop {
+            let line = format!("AUTH XOAUTH2 {}", oauth::xoauth2(cred.user(), &token));
+            let mut r = self.command(&line).map_err(ConnectError::temp)?;
+            // The server's error challenge (a base64 JSON status): an empty line ends the exchange.
+            if r.code == 334 {
+                r = self.command("").map_err(ConnectError::temp)?;
+            }
+            if r.code == 235 {
+                return Ok(());
+            }
+            if r.code == 535 && !renewed {
+                renewed = true;
+                log::info!(
+                    "{} refused the OAuth token for {} ({}); asking for a new one",
+                    self.host,
+                    cred.user(),
+                    r.one_line()
+                );
+                token = cred.renew(&token).map_err(token_error)?;
+                continue;
+            }
+            return Err(ConnectError::refused(
+                format!(
+                    "OAuth authentication as {} at {} failed: {}",
+                    cred.user(),
+                    self.host,
+                    r.one_line()
+                ),
+                &r,
+                settings,
+            )
+            .never_permanent());
+        }
     }
 
     fn read_reply(&mut self) -> Result<Reply, String> {

@@ -8,6 +8,7 @@
 //! leaves the connection in the `cache` for the next one. Each finished job dispatches the next.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
 use std::thread::JoinHandle;
@@ -19,11 +20,13 @@ use super::dns::Dns;
 use super::endpoints::Endpoints;
 use super::route::{self, Route};
 use super::scheduler::{Feedback, Job, Limits, Scheduler};
+use crate::config::Outbound;
 use crate::config::VirtualServer;
 use crate::mailroot::state::{State, Status};
 use crate::mailroot::store::{Handover, Queued, Store};
 use crate::net::pool::Pool;
 use crate::net::tls::ClientTls;
+use crate::oauth::Tokens;
 use crate::smtp::envelope::Envelope;
 
 /// Everything the delivery threads share.
@@ -36,6 +39,10 @@ pub struct Engine {
     pub dns: Dns,
     /// Outbound TLS configurations.
     pub tls: ClientTls,
+    /// The same, presenting a route's client certificate, by certificate file.
+    tls_with_identity: Mutex<HashMap<PathBuf, ClientTls>>,
+    /// OAuth tokens, one cache per credential.
+    pub tokens: Tokens,
     /// Connection slots and open connections.
     pub cache: Cache,
     /// Which next-hop addresses are dead.
@@ -53,6 +60,30 @@ pub struct Engine {
 }
 
 impl Engine {
+    /// The TLS configurations toward a route: presenting its client certificate when it has one.
+    pub fn client_tls(&self, out: &Outbound) -> ClientTls {
+        let Some(id) = &out.identity else {
+            return self.tls.clone();
+        };
+        self.tls_with_identity
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(id.cert_file.clone())
+            .or_insert_with(|| self.tls.with_identity(id.clone()))
+            .clone()
+    }
+
+    /// How long a destination that throttled its only connection waits: 5 s, doubling with each
+    /// throttle in a row, at most a minute.
+    pub fn throttle_wait(&self, key: &str) -> Duration {
+        let n = self
+            .sched
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .throttles(key);
+        Duration::from_secs(5u64 << n.saturating_sub(1).min(4)).min(Duration::from_secs(60))
+    }
+
     /// Whether the service is stopping.
     pub fn stopping(&self) -> bool {
         self.stopping.load(Ordering::Acquire)
@@ -321,7 +352,9 @@ impl Service {
                 vs: vs.clone(),
                 store,
                 dns,
+                tokens: Tokens::new(tls.clone()),
                 tls,
+                tls_with_identity: Mutex::new(HashMap::new()),
                 cache: Cache::new(d.max_batched),
                 endpoints: Endpoints::new(d.dead_failures, d.retry.clone()),
                 sched: Mutex::new(scheduler),

@@ -2,7 +2,15 @@
 //! section's smart host; else the virtual server's smart host by SmartHostType (0 DNS only, 1 DNS first
 //! then the smart host, 2 always the smart host); else DNS (MX, or A/AAAA as an implicit MX).
 
-use crate::config::{Credentials, NextHop, SmartHostType, TlsPolicy, VirtualServer};
+use std::sync::{Arc, LazyLock};
+
+use crate::config::{NextHop, Outbound, SmartHostType, TlsPolicy, VirtualServer};
+
+/// A route with nothing to add (no AUTH, no rewrite, no client certificate).
+fn none() -> Arc<Outbound> {
+    static NONE: LazyLock<Arc<Outbound>> = LazyLock::new(Arc::default);
+    NONE.clone()
+}
 
 /// A set of next hops to try in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,8 +44,8 @@ pub struct Remote {
     pub fallback: Option<Hops>,
     /// TLS policy toward these hops.
     pub tls: TlsPolicy,
-    /// AUTH credentials for these hops.
-    pub credentials: Option<Credentials>,
+    /// AUTH, OAuth, sender rewrite, client certificate and provider preset toward these hops.
+    pub out: Arc<Outbound>,
     /// The most connections toward these hops at once (MaxOutConnectionsPerDomain, or the domain
     /// section's own).
     pub max_out: u32,
@@ -122,7 +130,7 @@ pub fn route(vs: &VirtualServer, address: &str) -> Route {
             primary,
             fallback: None,
             tls,
-            credentials: None,
+            out: none(),
             max_out,
             per_minute: 0,
         });
@@ -136,7 +144,7 @@ pub fn route(vs: &VirtualServer, address: &str) -> Route {
             primary,
             fallback: None,
             tls,
-            credentials: s.credentials.clone(),
+            out: s.out.clone(),
             max_out,
             per_minute: own_rate.unwrap_or(0),
         });
@@ -145,27 +153,27 @@ pub fn route(vs: &VirtualServer, address: &str) -> Route {
         domain: domain.clone(),
         port: d.remote_port,
     };
-    let section_creds = section.and_then(|s| s.credentials.clone());
+    let section_out = section.map(|s| s.out.clone()).filter(|o| !o.is_empty());
     let sh = &d.smart_host;
     // The server's MaxMessagesPerMinute is the smart host's.
     let always = !sh.is_empty() && d.smart_host_type == SmartHostType::Always;
     let per_minute = own_rate.unwrap_or(if always { d.max_per_minute } else { 0 });
-    let (primary, fallback, credentials) = match d.smart_host_type {
-        _ if sh.is_empty() => (dns, None, section_creds),
-        SmartHostType::Always => (hosts_hops(vs, sh, tls), None, d.credentials.clone()),
+    let (primary, fallback, out) = match d.smart_host_type {
+        _ if sh.is_empty() => (dns, None, section_out.unwrap_or_else(none)),
+        SmartHostType::Always => (hosts_hops(vs, sh, tls), None, d.out.clone()),
         SmartHostType::DnsThenSmartHost => (
             dns,
             Some(hosts_hops(vs, sh, tls)),
-            section_creds.or(d.credentials.clone()),
+            section_out.unwrap_or_else(|| d.out.clone()),
         ),
-        SmartHostType::DnsOnly => (dns, None, section_creds),
+        SmartHostType::DnsOnly => (dns, None, section_out.unwrap_or_else(none)),
     };
     Route::Remote(Remote {
         key: key_of(&primary),
         primary,
         fallback,
         tls,
-        credentials,
+        out,
         max_out,
         per_minute,
     })
@@ -231,9 +239,15 @@ mod tests {
             pattern: "*.corp.test".into(),
             relay_allowed: false,
             smart_host: parse_next_hops("relay.corp.test:587").unwrap(),
-            credentials: Some(Credentials {
-                user: "u".into(),
-                password: "p".into(),
+            out: Arc::new(Outbound {
+                auth: Some(crate::config::OutboundAuth::Password {
+                    credentials: crate::config::Credentials {
+                        user: "u".into(),
+                        password: "p".into(),
+                    },
+                    only: None,
+                }),
+                ..Outbound::default()
             }),
             tls: Some(TlsPolicy::Required),
             max_out: Some(3),
@@ -254,7 +268,7 @@ mod tests {
             }
         );
         assert_eq!(r.tls, TlsPolicy::Required);
-        assert_eq!(r.credentials.map(|c| c.user), Some("u".into()));
+        assert_eq!(r.out.user(), "u");
         assert_eq!(r.max_out, 3, "the section's MaxOutConnectionsPerDomain");
         assert_eq!(r.per_minute, 60, "the section's MaxMessagesPerMinute");
         let Route::Remote(r) = route(&vs, "x@[127.0.0.9]") else {

@@ -69,6 +69,8 @@ pub struct Destination {
     pub state: DestState,
     /// Messages delivered (or settled) over its connections.
     pub delivered: u64,
+    /// Throttling answers since the last delivery.
+    throttles: u32,
     /// MaxMessagesPerMinute's token bucket: tokens, and when it was last filled.
     bucket: (f64, SystemTime),
 }
@@ -87,6 +89,7 @@ impl Destination {
             limits,
             state: DestState::Ready,
             delivered: 0,
+            throttles: 0,
             bucket: (Self::burst(limits.per_minute), SystemTime::UNIX_EPOCH),
         }
     }
@@ -501,6 +504,11 @@ impl Scheduler {
         self.enqueue(id.to_string(), keys, true);
     }
 
+    /// Throttling answers from `key` since its last delivery.
+    pub fn throttles(&self, key: &str) -> u32 {
+        self.dests.get(key).map_or(0, |d| d.throttles)
+    }
+
     /// What an attempt learned about `key`'s next hops; returns a line for the log when the
     /// destination's state changed.
     pub fn feedback(&mut self, key: &str, f: Feedback, now: SystemTime) -> Option<String> {
@@ -508,6 +516,7 @@ impl Scheduler {
         match f {
             Feedback::Delivered => {
                 d.delivered += 1;
+                d.throttles = 0;
                 let resumed = !matches!(d.state, DestState::Ready);
                 if resumed {
                     d.state = DestState::Ready;
@@ -538,6 +547,7 @@ impl Scheduler {
                 resumed.then(|| format!("delivery: {key} resumed"))
             }
             Feedback::Throttled => {
+                d.throttles = d.throttles.saturating_add(1);
                 // Refused while others worked: below that concurrency, and held there a while. A
                 // lone connection that failed only takes one off.
                 let at = d.busy;

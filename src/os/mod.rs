@@ -71,6 +71,12 @@ pub fn restrict_to_owner(path: &Path) -> io::Result<()> {
     imp::restrict_to_owner(path)
 }
 
+/// Whether users other than the owner and its group may read `path` (Unix: the "other" read bit).
+/// Always false on Windows, where the file's ACL decides and the installer sets it.
+pub fn readable_by_others(path: &Path) -> io::Result<bool> {
+    imp::readable_by_others(path)
+}
+
 /// Calls `f` once when the process is asked to stop (SIGINT/SIGTERM on Unix, Ctrl-C/Ctrl-Break/close
 /// on Windows). Further signals after the first are passed to `f` again; it must be idempotent.
 pub fn on_shutdown<F: FnMut() + Send + 'static>(f: F) -> io::Result<()> {

@@ -77,6 +77,11 @@ pub fn open_plain_file(path: &Path) -> io::Result<File> {
     Ok(f)
 }
 
+pub fn readable_by_others(path: &Path) -> io::Result<bool> {
+    use std::os::unix::fs::PermissionsExt;
+    Ok(std::fs::metadata(path)?.permissions().mode() & 0o004 != 0)
+}
+
 pub fn restrict_to_owner(path: &Path) -> io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))

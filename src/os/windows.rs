@@ -55,6 +55,10 @@ pub fn open_plain_file(path: &Path) -> io::Result<std::fs::File> {
     Ok(f)
 }
 
+pub fn readable_by_others(_path: &Path) -> io::Result<bool> {
+    Ok(false)
+}
+
 pub fn restrict_to_owner(_path: &Path) -> io::Result<()> {
     // Windows grants by ACL: the folder's inherited ACL decides; document it instead.
     Ok(())

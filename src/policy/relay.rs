@@ -74,7 +74,7 @@ mod tests {
             pattern: "*.partner.test".into(),
             relay_allowed: true,
             smart_host: Vec::new(),
-            credentials: None,
+            out: Default::default(),
             tls: None,
             max_out: None,
             max_per_minute: None,

@@ -156,6 +156,19 @@ pub struct Server {
     pickup_stop: Arc<AtomicBool>,
 }
 
+/// A file of secrets that other users of the machine can read is a leak waiting to happen: say so
+/// (the server still starts; the admin decides).
+fn warn_readable_secrets(vs: &VirtualServer) {
+    for (section, key, path) in vs.secret_files() {
+        if crate::os::readable_by_others(path).unwrap_or(false) {
+            log::warn!(
+                "[{section}] {key} {} is readable by other users: make it readable by mailroot's account only (chmod 600)",
+                path.display()
+            );
+        }
+    }
+}
+
 impl Server {
     /// Opens the mailroots (cleaning SortTemp), starts delivery for each Queue folder, reads each
     /// UsersFile, starts the protocol log, binds and starts accepting.
@@ -164,7 +177,19 @@ impl Server {
         let mut services: Vec<(std::path::PathBuf, Store, Service)> = Vec::new();
         let pickup_stop = Arc::new(AtomicBool::new(false));
         let mut pickups = Vec::new();
+        if let crate::config::Source::File(ini) = &config.source
+            && config.servers.iter().any(|vs| {
+                vs.delivery.out.inline_secret() || vs.domains.iter().any(|d| d.out.inline_secret())
+            })
+            && crate::os::readable_by_others(ini).unwrap_or(false)
+        {
+            log::warn!(
+                "{} holds passwords or client secrets and is readable by other users: chmod 600 it, or move the secrets to OAuthClientSecretFile",
+                ini.display()
+            );
+        }
         for vs in &config.servers {
+            warn_readable_secrets(vs);
             // One delivery service per Queue folder; virtual servers sharing a mailroot share it (the
             // first one's delivery settings apply) and its store, which hands Queue mail to it.
             let shared = services

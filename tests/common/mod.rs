@@ -2,9 +2,10 @@
 //! temporary mailroot ([`Builder`], [`Server`]), speaks SMTP to it over plain or TLS connections from
 //! any loopback address ([`Client`]), receives what it delivers ([`sink::Sink`], on the loopback
 //! [`acceptor::Acceptor`] that the tests' raw next hops use too), answers its DNS questions
-//! ([`dns::DnsServer`]), and polls, lists folders and submits messages for the tests; [`hops`] is the
-//! two-hop setup of the retry and report tests, [`strategies`] the proptest helpers. Every wait is
-//! bounded. benches/load includes this module for the launcher, the client and the sink.
+//! ([`dns::DnsServer`]), issues OAuth tokens over HTTPS ([`token_server::TokenServer`]), and polls,
+//! lists folders and submits messages for the tests; [`hops`] is the two-hop setup of the retry and
+//! report tests, [`strategies`] the proptest helpers. Every wait is bounded. benches/load includes
+//! this module for the launcher, the client and the sink.
 #![allow(dead_code)]
 
 pub mod acceptor;
@@ -15,6 +16,7 @@ pub mod io;
 pub mod server;
 pub mod sink;
 pub mod strategies;
+pub mod token_server;
 
 // Not every test file uses every name.
 #[allow(unused_imports)]

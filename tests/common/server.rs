@@ -19,6 +19,16 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_mailroot")
 }
 
+/// The variables through which mailroot's HTTPS client would use a proxy.
+const PROXY_VARS: [&str; 6] = [
+    "HTTPS_PROXY",
+    "https_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+];
+
 /// Builds a `[SmtpSvc/1]` configuration: defaults for tests, overridable key by key.
 pub struct Builder {
     keys: BTreeMap<String, String>,
@@ -141,7 +151,12 @@ impl Server {
         let conf = dir.path().join("smtpsvc.ini");
         fs::write(&conf, ini).expect("write config");
         let started = Instant::now();
-        let mut child = Command::new(bin())
+        let mut cmd = Command::new(bin());
+        // The token endpoints of the tests are on loopback: a proxy of the machine must not see them.
+        for v in PROXY_VARS {
+            cmd.env_remove(v);
+        }
+        let mut child = cmd
             .arg("serve")
             .arg("--config")
             .arg(&conf)

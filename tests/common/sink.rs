@@ -15,8 +15,8 @@
 //! ```
 //!
 //! Behaviour: greeting, EHLO (with the configured extensions, plus STARTTLS / AUTH when configured),
-//! HELO, STARTTLS, AUTH LOGIN/PLAIN, MAIL, RCPT, DATA (dot-unstuffed), RSET, NOOP, VRFY, HELP, QUIT,
-//! any number of transactions per connection. Commands are read from a buffer and answered one by one
+//! HELO, STARTTLS, AUTH LOGIN/PLAIN/XOAUTH2, MAIL, RCPT, DATA (dot-unstuffed), RSET, NOOP, VRFY, HELP,
+//! QUIT, any number of transactions per connection. Commands are read from a buffer and answered one by one
 //! in order, so pipelined input is handled; the replies to pipelined commands go out together, once no
 //! whole command is left to answer. A scripted reply starting with `421` closes the connection after it
 //! is sent, as RFC 5321 prescribes. Connections are numbered from 0 in accept order; a [`Script`]
@@ -24,6 +24,12 @@
 //!
 //! With [`SinkBuilder::count_only`] the sink records nothing but how many messages it accepted and when
 //! the last one came ([`Sink::count`], [`Sink::last_at`]): the load generator's sink (benches/load).
+//!
+//! Like Microsoft 365 and Google: [`SinkBuilder::xoauth2`] accepts `AUTH XOAUTH2` with bearer tokens
+//! that a validator of the test's judges (e.g. [`super::token_server::TokenServer::validator`]);
+//! [`SinkBuilder::max_sessions_at_mail`] answers MAIL with `432 4.3.2` while more sessions than allowed
+//! are sending; [`SinkBuilder::request_client_cert`] asks for a TLS client certificate and records it
+//! ([`Delivered::client_cert`]).
 
 use std::collections::HashSet;
 use std::io::{self, BufRead, BufReader, Write};
@@ -39,8 +45,14 @@ use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
 };
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use rustls::{ClientConfig, RootCertStore, ServerConfig, ServerConnection, StreamOwned};
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, UnixTime};
+use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{
+    ClientConfig, DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig,
+    ServerConnection, SignatureScheme, StreamOwned,
+};
 
 use super::acceptor::Acceptor;
 use super::{TempDir, WAIT};
@@ -128,6 +140,16 @@ impl TlsCert {
 
     /// A rustls server configuration presenting this certificate (TLS 1.2 and 1.3, or 1.2 only).
     pub fn server_config(&self, tls12_only: bool) -> Arc<ServerConfig> {
+        self.server_config_with(tls12_only, None)
+    }
+
+    /// [`TlsCert::server_config`] that asks the client for a certificate, judged by `clients`
+    /// (None: it does not ask).
+    fn server_config_with(
+        &self,
+        tls12_only: bool,
+        clients: Option<Arc<dyn ClientCertVerifier>>,
+    ) -> Arc<ServerConfig> {
         let builder = ServerConfig::builder_with_provider(provider());
         let builder = if tls12_only {
             builder.with_protocol_versions(&[&rustls::version::TLS12])
@@ -135,10 +157,13 @@ impl TlsCert {
             builder.with_safe_default_protocol_versions()
         }
         .expect("protocol versions");
+        let builder = match clients {
+            None => builder.with_no_client_auth(),
+            Some(v) => builder.with_client_cert_verifier(v),
+        };
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key_der.clone()));
         Arc::new(
             builder
-                .with_no_client_auth()
                 .with_single_cert(vec![self.cert_der.clone()], key)
                 .expect("server certificate"),
         )
@@ -216,6 +241,24 @@ impl TestCa {
         TlsCert::from_parts(cert, key)
     }
 
+    /// A client certificate (leaf, CA:FALSE, extended key usage clientAuth) signed by this CA for
+    /// `name`, e.g. for `OutboundTlsCertificateFile`.
+    pub fn client_leaf(&self, name: &str) -> TlsCert {
+        let mut params = CertificateParams::new(vec![name.to_string()]).expect("a DNS name");
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.use_authority_key_identifier_extension = true;
+        params.key_usages.push(KeyUsagePurpose::DigitalSignature);
+        params
+            .extended_key_usages
+            .push(ExtendedKeyUsagePurpose::ClientAuth);
+        let key = KeyPair::generate().expect("client key");
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .expect("signed client leaf");
+        TlsCert::from_parts(cert, key)
+    }
+
     /// A leaf signed by this CA for [`LEAF_NAMES`] that expired in 2001.
     pub fn expired_leaf(&self) -> TlsCert {
         let mut params = leaf_params(&LEAF_NAMES);
@@ -244,6 +287,104 @@ impl TestCa {
                 .with_no_client_auth(),
         )
     }
+
+    /// A rustls client configuration trusting only this CA that presents `cert` (e.g.
+    /// [`TestCa::client_leaf`]) when the server asks for a client certificate.
+    pub fn client_config_with_cert(&self, cert: &TlsCert) -> Arc<ClientConfig> {
+        let mut roots = RootCertStore::empty();
+        roots.add(self.ca_der.clone()).expect("CA root");
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.key_der.clone()));
+        Arc::new(
+            ClientConfig::builder_with_provider(provider())
+                .with_safe_default_protocol_versions()
+                .expect("protocol versions")
+                .with_root_certificates(roots)
+                .with_client_auth_cert(vec![cert.der()], key)
+                .expect("client certificate"),
+        )
+    }
+}
+
+/// Which client certificates the sink's TLS asks for (see [`SinkBuilder::request_client_cert`]).
+#[derive(Clone)]
+enum ClientCerts {
+    /// Any certificate (or none) is taken and recorded, unverified.
+    Any,
+    /// A certificate must chain to this CA root and be meant for client authentication; a client
+    /// without one is still accepted.
+    TrustedBy(CertificateDer<'static>),
+}
+
+impl ClientCerts {
+    fn verifier(&self) -> Arc<dyn ClientCertVerifier> {
+        match self {
+            ClientCerts::Any => Arc::new(AnyClientCert(provider())),
+            ClientCerts::TrustedBy(root) => {
+                let mut roots = RootCertStore::empty();
+                roots.add(root.clone()).expect("CA root");
+                WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+                    .allow_unauthenticated()
+                    .build()
+                    .expect("client certificate verifier")
+            }
+        }
+    }
+}
+
+/// Asks for a client certificate and takes any, or none: the sink only records it. The handshake
+/// signature is still checked (the client holds the certificate's key).
+#[derive(Debug)]
+struct AnyClientCert(Arc<rustls::crypto::CryptoProvider>);
+
+impl ClientCertVerifier for AnyClientCert {
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -256,6 +397,40 @@ fn base64_decode(text: &str) -> Option<Vec<u8>> {
     Base64::decode_vec(text)
         .or_else(|_| Base64Unpadded::decode_vec(text))
         .ok()
+}
+
+/// The error challenge of a refused XOAUTH2 login, before base64 (as Microsoft 365 sends it).
+pub const XOAUTH2_ERROR: &str =
+    r#"{"status":"401","schemes":"bearer","scope":"https://outlook.office.com/.default"}"#;
+
+/// `user=<mailbox>\x01auth=Bearer <token>\x01\x01` → (mailbox, token, whether it had exactly that form).
+pub fn parse_xoauth2(raw: &[u8]) -> (String, String, bool) {
+    let text = String::from_utf8_lossy(raw);
+    let mut user = None;
+    let mut token = None;
+    let body = text.strip_suffix("\x01\x01");
+    for part in body.unwrap_or(&text).split('\x01') {
+        if let Some(u) = part.strip_prefix("user=") {
+            user = Some(u.to_string());
+        } else if let Some(t) = part.strip_prefix("auth=Bearer ") {
+            token = Some(t.to_string());
+        } else if !part.is_empty() {
+            return (user.unwrap_or_default(), token.unwrap_or_default(), false);
+        }
+    }
+    let well_formed = body.is_some_and(|b| b.split('\x01').count() == 2)
+        && user.as_deref().is_some_and(|u| !u.is_empty())
+        && token.as_deref().is_some_and(|t| !t.is_empty());
+    (
+        user.unwrap_or_default(),
+        token.unwrap_or_default(),
+        well_formed,
+    )
+}
+
+/// The client's half of XOAUTH2: `base64("user=" mailbox "\x01auth=Bearer " token "\x01\x01")`.
+pub fn xoauth2_response(user: &str, token: &str) -> String {
+    Base64::encode_string(format!("user={user}\x01auth=Bearer {token}\x01\x01").as_bytes())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -362,6 +537,9 @@ pub struct Delivered {
     pub tls_version: Option<String>,
     /// The SNI the client sent, if any.
     pub sni: Option<String>,
+    /// The DER of the certificate the client presented in TLS (only with
+    /// [`SinkBuilder::request_client_cert`]).
+    pub client_cert: Option<Vec<u8>>,
     pub auth_user: Option<String>,
     /// Everything after `MAIL FROM:`, e.g. `"<a@b.test> SIZE=123 BODY=8BITMIME"`.
     pub mail_from: String,
@@ -436,6 +614,27 @@ pub struct AuthAttempt {
     pub connection: usize,
 }
 
+/// One `AUTH XOAUTH2` exchange (see [`SinkBuilder::xoauth2`]).
+#[derive(Debug, Clone)]
+pub struct XOAuth2Attempt {
+    /// `user=` of the initial response.
+    pub user: String,
+    /// The bearer token.
+    pub token: String,
+    /// The response had exactly the form `user=…\x01auth=Bearer …\x01\x01`.
+    pub well_formed: bool,
+    /// The validator accepted it (answered 235).
+    pub success: bool,
+    /// After a refusal: the line the client sent in answer to the `334` error challenge (RFC 7628
+    /// wants an empty one); None on success or when the client closed instead.
+    pub ack: Option<String>,
+    /// The session was in TLS.
+    pub tls: bool,
+    pub connection: usize,
+    /// When the validator judged the token.
+    pub at: Instant,
+}
+
 #[derive(Default)]
 struct State {
     transactions: Vec<Delivered>,
@@ -443,6 +642,9 @@ struct State {
     injected: Vec<Vec<u8>>,
     tls_errors: Vec<String>,
     auth_attempts: Vec<AuthAttempt>,
+    xoauth2_attempts: Vec<XOAuth2Attempt>,
+    /// (connection, DER) of every client certificate presented.
+    client_certs: Vec<(usize, Vec<u8>)>,
 }
 
 struct Shared {
@@ -454,6 +656,15 @@ struct Shared {
     admitted: AtomicUsize,
     /// Connections turned away by [`SinkBuilder::max_sessions`].
     refused: AtomicUsize,
+    /// Sessions open now: from accept until QUIT is read or the connection ends (see
+    /// [`Sink::peak_sessions`]).
+    sessions: AtomicUsize,
+    /// The most sessions open at once so far.
+    peak_sessions: AtomicUsize,
+    /// Sessions holding a sending slot under [`SinkBuilder::max_sessions_at_mail`].
+    mail_slots: AtomicUsize,
+    /// MAIL commands refused by [`SinkBuilder::max_sessions_at_mail`].
+    mail_refused: AtomicUsize,
     /// Messages accepted (final reply 2xx).
     accepted: AtomicU64,
     /// When the last one was accepted, in nanoseconds since `epoch`.
@@ -486,6 +697,9 @@ struct AuthConfig {
     mechanisms: Vec<String>,
 }
 
+/// Judges an XOAUTH2 login: (user, bearer token) → accepted.
+type Validator = Arc<dyn Fn(&str, &str) -> bool + Send + Sync>;
+
 struct Config {
     hostname: String,
     extensions: Vec<String>,
@@ -502,9 +716,26 @@ struct Config {
     record: bool,
     /// See [`SinkBuilder::max_sessions`].
     max_sessions: Option<(usize, String)>,
+    /// See [`SinkBuilder::xoauth2`].
+    xoauth2: Option<Validator>,
+    /// See [`SinkBuilder::max_sessions_at_mail`].
+    mail_sessions: Option<(usize, String)>,
 }
 
 impl Config {
+    /// The mechanisms of `AUTH` in EHLO: those of [`SinkBuilder::auth`], then XOAUTH2.
+    fn auth_mechanisms(&self) -> Vec<String> {
+        let mut m = self
+            .auth
+            .as_ref()
+            .map(|a| a.mechanisms.clone())
+            .unwrap_or_default();
+        if self.xoauth2.is_some() && !m.iter().any(|x| x == "XOAUTH2") {
+            m.push("XOAUTH2".to_string());
+        }
+        m
+    }
+
     fn script_for(&self, conn: usize) -> &Script {
         let mut start = 0;
         for (n, s) in &self.phases {
@@ -536,6 +767,9 @@ pub struct SinkBuilder {
     script: Script,
     record: bool,
     max_sessions: Option<(usize, String)>,
+    xoauth2: Option<Validator>,
+    mail_sessions: Option<(usize, String)>,
+    client_certs: Option<ClientCerts>,
 }
 
 impl Default for SinkBuilder {
@@ -572,6 +806,9 @@ impl SinkBuilder {
             script: Script::new(),
             record: true,
             max_sessions: None,
+            xoauth2: None,
+            mail_sessions: None,
+            client_certs: None,
         }
     }
 
@@ -709,6 +946,43 @@ impl SinkBuilder {
         self
     }
 
+    /// Advertise `AUTH XOAUTH2` (after the mechanisms of [`SinkBuilder::auth`], if any) and accept
+    /// `AUTH XOAUTH2 <base64("user=" mailbox "\x01auth=Bearer " token "\x01\x01")>` (the initial
+    /// response on the command line, which may be several KB; or after a `334 `) when
+    /// `validator(mailbox, token)` says so: `235 2.7.0`. Otherwise the sink answers
+    /// `334 <base64 of` [`XOAUTH2_ERROR`]`>`, reads the client's (empty) line and answers
+    /// `535 5.7.3 Authentication unsuccessful`, as Microsoft 365 does. Each exchange is recorded in
+    /// [`Sink::xoauth2_attempts`] and [`Sink::auth_attempts`] (mechanism `XOAUTH2`); a success counts
+    /// for [`SinkBuilder::require_auth`].
+    pub fn xoauth2(
+        mut self,
+        validator: impl Fn(&str, &str) -> bool + Send + Sync + 'static,
+    ) -> SinkBuilder {
+        self.xoauth2 = Some(Arc::new(validator));
+        self
+    }
+
+    /// At most `n` sessions sending at once, the way Microsoft 365 counts them: a session takes a
+    /// slot at its first MAIL and keeps it until it says QUIT or closes; a MAIL while `n` other
+    /// sessions hold one is answered `reply` (e.g. `432 4.3.2 STOREDRV.ClientSubmit; sender thread
+    /// limit exceeded`) and the session goes on. [`Sink::refused_at_mail`] counts them.
+    pub fn max_sessions_at_mail(mut self, n: usize, reply: &str) -> SinkBuilder {
+        self.mail_sessions = Some((n, reply.to_string()));
+        self
+    }
+
+    /// In TLS (STARTTLS or implicit), ask the client for a certificate and record it
+    /// ([`Delivered::client_cert`], [`Sink::client_certs`]). With `trust`, the certificate must
+    /// chain to that CA and be meant for client authentication (e.g. [`TestCa::client_leaf`]) or the
+    /// handshake fails; without, any certificate is taken. A client without one is accepted either way.
+    pub fn request_client_cert(mut self, trust: Option<&TestCa>) -> SinkBuilder {
+        self.client_certs = Some(match trust {
+            None => ClientCerts::Any,
+            Some(ca) => ClientCerts::TrustedBy(ca.ca_der()),
+        });
+        self
+    }
+
     /// Binds and starts; panics on failure.
     pub fn start(self) -> Sink {
         self.try_start().expect("start SMTP sink")
@@ -717,12 +991,17 @@ impl SinkBuilder {
     /// Binds and starts.
     pub fn try_start(self) -> io::Result<Sink> {
         let tls12 = self.tls12_only;
+        let clients = self.client_certs.as_ref().map(ClientCerts::verifier);
         let config = Arc::new(Config {
             hostname: self.hostname,
             extensions: self.extensions,
             no_ehlo: self.no_ehlo,
-            starttls: self.starttls.map(|c| c.server_config(tls12)),
-            implicit_tls: self.implicit_tls.map(|c| c.server_config(tls12)),
+            starttls: self
+                .starttls
+                .map(|c| c.server_config_with(tls12, clients.clone())),
+            implicit_tls: self
+                .implicit_tls
+                .map(|c| c.server_config_with(tls12, clients.clone())),
             auth: self.auth,
             require_auth: self.require_auth,
             require_tls: self.require_tls,
@@ -731,6 +1010,8 @@ impl SinkBuilder {
             default_script: self.script,
             record: self.record,
             max_sessions: self.max_sessions,
+            xoauth2: self.xoauth2,
+            mail_sessions: self.mail_sessions,
         });
         let shared = Arc::new(Shared {
             connections: AtomicUsize::new(0),
@@ -738,6 +1019,10 @@ impl SinkBuilder {
             peak: AtomicUsize::new(0),
             admitted: AtomicUsize::new(0),
             refused: AtomicUsize::new(0),
+            sessions: AtomicUsize::new(0),
+            peak_sessions: AtomicUsize::new(0),
+            mail_slots: AtomicUsize::new(0),
+            mail_refused: AtomicUsize::new(0),
             accepted: AtomicU64::new(0),
             last_ns: AtomicU64::new(0),
             epoch: Instant::now(),
@@ -941,6 +1226,34 @@ impl Sink {
     pub fn refused(&self) -> usize {
         self.shared.refused.load(Ordering::SeqCst)
     }
+
+    /// MAIL commands answered by [`SinkBuilder::max_sessions_at_mail`]'s reply so far.
+    pub fn refused_at_mail(&self) -> usize {
+        self.shared.mail_refused.load(Ordering::SeqCst)
+    }
+
+    /// Sessions open right now: connections given a session (not turned away by
+    /// [`SinkBuilder::max_sessions`]) that have neither said QUIT nor closed.
+    pub fn open_sessions(&self) -> usize {
+        self.shared.sessions.load(Ordering::SeqCst)
+    }
+
+    /// The most sessions open at once so far. Unlike [`Sink::peak_connections`], a session stops
+    /// counting when its QUIT is read, before the 221 goes out: a client that opens its next
+    /// connection on the 221 is not counted twice.
+    pub fn peak_sessions(&self) -> usize {
+        self.shared.peak_sessions.load(Ordering::SeqCst)
+    }
+
+    /// `AUTH XOAUTH2` exchanges, in order.
+    pub fn xoauth2_attempts(&self) -> Vec<XOAuth2Attempt> {
+        self.shared.state().xoauth2_attempts.clone()
+    }
+
+    /// (connection, DER) of every client certificate presented in a TLS handshake, in order.
+    pub fn client_certs(&self) -> Vec<(usize, Vec<u8>)> {
+        self.shared.state().client_certs.clone()
+    }
 }
 
 impl Drop for Sink {
@@ -1000,6 +1313,8 @@ fn session(shared: &Arc<Shared>, config: &Config, n: usize, stream: TcpStream) {
             Some(AdmittedGuard(shared.clone()))
         }
     };
+    let open = shared.sessions.fetch_add(1, Ordering::SeqCst) + 1;
+    shared.peak_sessions.fetch_max(open, Ordering::SeqCst);
     let mut session = Session::new(shared, config, n, stream);
     session.run();
     session.finish();
@@ -1045,6 +1360,18 @@ struct Session<'a> {
     no_service: bool,
     /// Replies not yet written: they go out when no whole command is left to answer.
     out: Vec<u8>,
+    /// The client's certificate (DER), once presented in TLS.
+    client_cert: Option<Vec<u8>>,
+    /// Counted in [`Shared::sessions`] (until QUIT or the end).
+    in_session: bool,
+    /// Holds a slot of [`SinkBuilder::max_sessions_at_mail`].
+    mail_slot: bool,
+}
+
+impl Drop for Session<'_> {
+    fn drop(&mut self) {
+        self.leave();
+    }
 }
 
 impl<'a> Session<'a> {
@@ -1065,6 +1392,19 @@ impl<'a> Session<'a> {
             rejected_rcpts: Vec::new(),
             no_service: false,
             out: Vec::new(),
+            client_cert: None,
+            in_session: true,
+            mail_slot: false,
+        }
+    }
+
+    /// The session stops counting as open (QUIT, or its end) and gives back its sending slot.
+    fn leave(&mut self) {
+        if std::mem::take(&mut self.in_session) {
+            self.shared.sessions.fetch_sub(1, Ordering::SeqCst);
+        }
+        if std::mem::take(&mut self.mail_slot) {
+            self.shared.mail_slots.fetch_sub(1, Ordering::SeqCst);
         }
     }
 
@@ -1074,6 +1414,7 @@ impl<'a> Session<'a> {
 
     /// Sends close_notify on TLS; the socket closes when the session is dropped.
     fn finish(&mut self) {
+        self.leave();
         if let Io::Tls(t) = self.r.get_mut() {
             t.conn.send_close_notify();
             let _ = t.flush();
@@ -1173,6 +1514,17 @@ impl<'a> Session<'a> {
         }
         self.tls_version = tls.conn.protocol_version().map(|v| format!("{v:?}"));
         self.sni = tls.conn.server_name().map(str::to_string);
+        self.client_cert = tls
+            .conn
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| c.to_vec());
+        if let Some(der) = &self.client_cert {
+            self.shared
+                .state()
+                .client_certs
+                .push((self.conn, der.clone()));
+        }
         self.r = BufReader::new(Io::Tls(Box::new(tls)));
         Go
     }
@@ -1233,6 +1585,7 @@ impl<'a> Session<'a> {
             "VRFY" => self.answer("252 2.1.5 Cannot VRFY user"),
             "HELP" => self.answer("214 2.0.0 See RFC 5321"),
             "QUIT" => {
+                self.leave();
                 self.send("221 2.0.0 Bye")?;
                 Ok(Close)
             }
@@ -1264,10 +1617,9 @@ impl<'a> Session<'a> {
         if self.cfg.starttls.is_some() && !self.tls() {
             lines.push("250 STARTTLS".to_string());
         }
-        if let Some(a) = &self.cfg.auth
-            && (self.tls() || !self.cfg.auth_only_after_tls)
-        {
-            lines.push(format!("250 AUTH {}", a.mechanisms.join(" ")));
+        let mechanisms = self.cfg.auth_mechanisms();
+        if !mechanisms.is_empty() && (self.tls() || !self.cfg.auth_only_after_tls) {
+            lines.push(format!("250 AUTH {}", mechanisms.join(" ")));
         }
         self.answer(&lines.join("\n"))
     }
@@ -1319,9 +1671,10 @@ impl<'a> Session<'a> {
     }
 
     fn cmd_auth(&mut self, arg: &str) -> io::Result<Flow> {
-        let Some(auth) = self.cfg.auth.clone() else {
+        let mechanisms = self.cfg.auth_mechanisms();
+        if mechanisms.is_empty() {
             return self.answer("502 5.5.1 AUTH not supported");
-        };
+        }
         if self.cfg.auth_only_after_tls && !self.tls() {
             return self
                 .answer("538 5.7.11 Encryption required for requested authentication mechanism");
@@ -1338,9 +1691,17 @@ impl<'a> Session<'a> {
         let mut parts = arg.split_whitespace();
         let mech = parts.next().unwrap_or("").to_ascii_uppercase();
         let initial = parts.next().map(str::to_string);
-        if !auth.mechanisms.contains(&mech) {
+        if !mechanisms.contains(&mech) {
             return self.answer("504 5.5.4 Unrecognized authentication type");
         }
+        if mech == "XOAUTH2"
+            && let Some(validator) = self.cfg.xoauth2.clone()
+        {
+            return self.auth_xoauth2(initial, &validator);
+        }
+        let Some(auth) = self.cfg.auth.clone() else {
+            return self.answer("504 5.5.4 Unrecognized authentication type");
+        };
         let (user, pass) = match mech.as_str() {
             "PLAIN" => {
                 let resp = match initial {
@@ -1415,6 +1776,69 @@ impl<'a> Session<'a> {
         }
     }
 
+    /// AUTH XOAUTH2 (see [`SinkBuilder::xoauth2`]).
+    fn auth_xoauth2(&mut self, initial: Option<String>, validator: &Validator) -> io::Result<Flow> {
+        let resp = match initial {
+            Some(r) => r,
+            None => {
+                self.send("334 ")?;
+                match self.read_command()? {
+                    Some(l) => l,
+                    None => return Ok(Close),
+                }
+            }
+        };
+        if resp == "*" {
+            return self.answer("501 5.7.0 Authentication cancelled");
+        }
+        let Some(raw) = base64_decode(&resp) else {
+            return self.answer("501 5.5.2 Invalid base64 data");
+        };
+        let (user, token, well_formed) = parse_xoauth2(&raw);
+        let success = well_formed && validator(&user, &token);
+        let at = Instant::now();
+        let mut ack = None;
+        let mut closed = false;
+        if !success {
+            self.send(&format!(
+                "334 {}",
+                Base64::encode_string(XOAUTH2_ERROR.as_bytes())
+            ))?;
+            match self.read_command()? {
+                Some(l) => ack = Some(l),
+                None => closed = true,
+            }
+        }
+        {
+            let mut st = self.shared.state();
+            st.auth_attempts.push(AuthAttempt {
+                mechanism: "XOAUTH2".to_string(),
+                user: user.clone(),
+                success,
+                connection: self.conn,
+            });
+            st.xoauth2_attempts.push(XOAuth2Attempt {
+                user: user.clone(),
+                token,
+                well_formed,
+                success,
+                ack,
+                tls: self.tls(),
+                connection: self.conn,
+                at,
+            });
+        }
+        if closed {
+            return Ok(Close);
+        }
+        if success {
+            self.auth_user = Some(user);
+            self.answer("235 2.7.0 Authentication successful")
+        } else {
+            self.answer("535 5.7.3 Authentication unsuccessful")
+        }
+    }
+
     fn cmd_mail(&mut self, arg: &str) -> io::Result<Flow> {
         if self.script.drops(Stage::Mail) {
             return Ok(Close);
@@ -1434,6 +1858,23 @@ impl<'a> Session<'a> {
         let Some(rest) = strip_prefix_ci(arg, "FROM:") else {
             return self.answer("501 5.5.4 Syntax: MAIL FROM:<address>");
         };
+        if let Some((max, busy)) = &self.cfg.mail_sessions
+            && !self.mail_slot
+        {
+            let got = self
+                .shared
+                .mail_slots
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |k| {
+                    (k < *max).then_some(k + 1)
+                })
+                .is_ok();
+            if !got {
+                self.shared.mail_refused.fetch_add(1, Ordering::SeqCst);
+                let busy = busy.clone();
+                return self.answer(&busy);
+            }
+            self.mail_slot = true;
+        }
         let reply = self
             .script
             .on_mail
@@ -1555,6 +1996,7 @@ impl<'a> Session<'a> {
                 tls: self.tls(),
                 tls_version: self.tls_version.clone(),
                 sni: self.sni.clone(),
+                client_cert: self.client_cert.clone(),
                 auth_user: self.auth_user.clone(),
                 mail_from: self.mail_from.clone().unwrap_or_default(),
                 rcpts: self.rcpts.clone(),

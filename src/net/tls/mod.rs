@@ -11,14 +11,16 @@ use std::fmt;
 use std::io::{self, Write};
 use std::net::{Shutdown, TcpStream};
 use std::ops::{Deref, DerefMut};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ConnectionCommon, SideData};
 
-pub use client::ClientTls;
+pub use client::{ClientIdentity, ClientTls};
 pub use server::server_config;
 
 use super::stream::Stream;
@@ -26,6 +28,35 @@ use super::stream::Stream;
 /// The provider every configuration uses (ring).
 pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Reads a PEM file of certificates (a chain, or CA certificates); `setting` names the key that
+/// points at it, for the error.
+pub fn read_certificates(
+    path: &Path,
+    setting: Option<&'static str>,
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let bad = |problem: String| TlsError::Certificates {
+        setting,
+        path: path.to_path_buf(),
+        problem,
+    };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| bad(e.to_string()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| bad(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(bad("no certificate in the file".into()));
+    }
+    Ok(certs)
+}
+
+/// Reads the first private key (PKCS#8, PKCS#1 or SEC1) of a PEM file.
+pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| TlsError::Key {
+        path: path.to_path_buf(),
+        problem: e.to_string(),
+    })
 }
 
 /// Why a TLS configuration could not be built.

@@ -7,31 +7,15 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ServerConfig, ServerConnection, StreamOwned};
 
-use super::{HandshakeError, TlsError, describe, handshake, provider};
+use super::{HandshakeError, TlsError, describe, handshake, provider, read_certificates, read_key};
 use crate::net::stream::ServerStream;
 
 /// Builds the server configuration from a PEM certificate chain and a PEM private key.
 pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
-    let bad_cert = |problem: String| TlsError::Certificates {
-        setting: None,
-        path: cert.to_path_buf(),
-        problem,
-    };
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| bad_cert(e.to_string()))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| bad_cert(e.to_string()))?;
-    if certs.is_empty() {
-        return Err(bad_cert("no certificate in the file".into()));
-    }
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Key {
-        path: key.to_path_buf(),
-        problem: e.to_string(),
-    })?;
+    let certs = read_certificates(cert, None)?;
+    let key = read_key(key)?;
     let config = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(TlsError::Config)?
