@@ -5,7 +5,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use mailroot::config::{Config, Outbound, Source, keys};
-use mailroot::server::Server;
+use mailroot::os::Signal;
+use mailroot::server::{Server, control};
 
 const USAGE: &str = "\
 mailroot - an SMTP relay that replaces the IIS 6.0 SMTP Service
@@ -13,6 +14,9 @@ mailroot - an SMTP relay that replaces the IIS 6.0 SMTP Service
 Usage:
   mailroot [serve] [--config PATH]   run the SMTP virtual servers
   mailroot check [--config PATH]     validate the configuration and print the effective settings
+                                     (and which changed keys a running server needs a restart for)
+  mailroot reload [--config PATH]    have the running server apply the configuration now, without
+                                     dropping a session (SIGHUP does the same)
   mailroot user add NAME [--config PATH]   add a user for AUTH (or change its password); the
                                            password is read from standard input
   mailroot user del NAME [--config PATH]   remove a user
@@ -24,12 +28,13 @@ on the built-in IIS defaults, with its mailroot beside the executable. RUST_LOG=
 detail in the diagnostic log (standard error).
 ";
 
-/// How long sessions in flight may take to finish after SIGINT/SIGTERM.
+/// How long sessions in flight may take to finish after SIGINT/SIGTERM (or a service stop).
 const GRACE: Duration = Duration::from_secs(10);
 
 enum Cmd {
     Serve,
     Check,
+    Reload,
     User(String, Option<String>),
 }
 
@@ -51,6 +56,7 @@ fn main() -> ExitCode {
             }
             "serve" if cmd.is_none() => cmd = Some(Cmd::Serve),
             "check" if cmd.is_none() => cmd = Some(Cmd::Check),
+            "reload" if cmd.is_none() => cmd = Some(Cmd::Reload),
             "user" if cmd.is_none() => {
                 let action = args.get(i + 1).cloned().unwrap_or_default();
                 let needs_name = action == "add" || action == "del";
@@ -86,6 +92,7 @@ fn main() -> ExitCode {
     match cmd.unwrap_or(Cmd::Serve) {
         Cmd::Serve => serve(config.as_deref()),
         Cmd::Check => check(config.as_deref()),
+        Cmd::Reload => reload_command(config.as_deref()),
         Cmd::User(action, name) => user(config.as_deref(), &action, name.as_deref()),
     }
 }
@@ -134,6 +141,9 @@ fn check(explicit: Option<&Path>) -> ExitCode {
         }
     };
     println!("; {}: valid", describe(&config.source));
+    for k in control::restart_needed(&config) {
+        println!("; needs a restart (a reload keeps the running value): {k}");
+    }
     println!("; effective settings (defaults included); ';' comments give each key's meaning");
     for vs in &config.servers {
         println!("\n[SmtpSvc/{}]", vs.instance);
@@ -180,7 +190,7 @@ fn serve(explicit: Option<&Path>) -> ExitCode {
         env!("CARGO_PKG_VERSION"),
         describe(&config.source)
     );
-    let server = match Server::start(&config) {
+    let mut server = match Server::start(&config) {
         Ok(s) => s,
         Err(e) => {
             log::error!("cannot start: {e}");
@@ -199,21 +209,33 @@ fn serve(explicit: Option<&Path>) -> ExitCode {
     for (instance, addr) in server.local_addrs() {
         log::info!("SMTPSVC{instance}: listening on {addr}");
     }
-    let (tx, rx) = crossbeam_channel::bounded::<()>(1);
+    let settings = server.settings();
+    if let Err(e) = control::started(&settings) {
+        log::warn!(
+            "cannot write the pid file in the mailroot: {e} (`mailroot reload` will not find this process)"
+        );
+    }
+    let (tx, rx) = crossbeam_channel::bounded::<Signal>(8);
     let stopper = server.stopper();
-    if let Err(e) = mailroot::os::on_shutdown(move || {
-        stopper.stop();
-        let _ = tx.try_send(());
+    if let Err(e) = mailroot::os::on_signal(move |s| {
+        if s == Signal::Stop {
+            stopper.stop();
+        }
+        let _ = tx.try_send(s);
     }) {
-        log::error!("cannot install the shutdown handler: {e}");
+        log::error!("cannot install the signal handler: {e}");
         return ExitCode::from(1);
     }
-    let _ = rx.recv();
+    while let Ok(Signal::Reload) = rx.recv() {
+        reload(&mut server, explicit);
+    }
     log::info!(
         "shutting down: no new connections; sessions in flight get {}s to finish",
         GRACE.as_secs()
     );
+    let settings = server.settings();
     let left = server.shutdown(GRACE);
+    control::stopped(&settings);
     if left > 0 {
         log::warn!(
             "{left} session(s) still open after {}s; closing them",
@@ -222,6 +244,58 @@ fn serve(explicit: Option<&Path>) -> ExitCode {
     }
     log::info!("stopped");
     ExitCode::SUCCESS
+}
+
+/// Reads the configuration again and applies it; an error keeps the running one.
+fn reload(server: &mut Server, explicit: Option<&Path>) {
+    let config = match load(explicit) {
+        Ok(c) => c,
+        Err(e) => {
+            log::error!("reload refused, the running configuration stays: {e}");
+            return;
+        }
+    };
+    match server.reload(&config) {
+        Ok(restart) => {
+            for k in &restart {
+                log::warn!(
+                    "reload: {k} changed, but only a restart applies it; the running value stays"
+                );
+            }
+            log::info!("reloaded {}", describe(&config.source));
+            if let Err(e) = control::running(&server.settings()) {
+                log::warn!("cannot record the running settings: {e}");
+            }
+        }
+        Err(e) => log::error!("reload refused, the running configuration stays: {e}"),
+    }
+}
+
+/// `mailroot reload`: asks the running server to read its configuration again.
+fn reload_command(explicit: Option<&Path>) -> ExitCode {
+    let config = match load(explicit) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}\nnot reloading: the running server would refuse this configuration");
+            return ExitCode::FAILURE;
+        }
+    };
+    let Some(vs) = config.servers.first() else {
+        return ExitCode::FAILURE;
+    };
+    for k in control::restart_needed(&config) {
+        println!("needs a restart (a reload keeps the running value): {k}");
+    }
+    match control::request_reload(vs, Duration::from_secs(10)) {
+        Ok(m) => {
+            println!("{m}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// `mailroot user add|del|list`: edits the first virtual server's UsersFile.

@@ -15,6 +15,7 @@ pub mod hosts;
 pub mod ini;
 pub mod ipnet;
 pub mod keys;
+pub mod live;
 pub mod load;
 pub mod outbound;
 pub mod settings;
@@ -23,6 +24,7 @@ pub mod values;
 pub use error::ConfigError;
 pub use hosts::HostList;
 pub use ipnet::IpList;
+pub use live::Live;
 pub use load::{Config, Source};
 pub use outbound::{Grant, OAuth, Outbound, OutboundAuth, PasswordMechanism, Provider, Secret};
 pub use settings::{

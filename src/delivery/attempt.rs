@@ -106,7 +106,7 @@ pub fn run(engine: &Engine, qid: &str, key: &str, held: &mut Option<Held>) -> Af
     let mut local: Vec<&Recipient> = Vec::new();
     let mut remote: Vec<(Remote, Vec<&Recipient>)> = Vec::new();
     for r in pending {
-        match route::route(&engine.vs, &r.address) {
+        match route::route(&engine.vs(), &r.address) {
             Route::Local => local.push(r),
             Route::Remote(rem) => match remote.iter_mut().find(|(k, _)| k.key == rem.key) {
                 Some((_, v)) => v.push(r),
@@ -186,7 +186,8 @@ pub fn run(engine: &Engine, qid: &str, key: &str, held: &mut Option<Held>) -> Af
     let now = SystemTime::now();
     let arrival = id::arrival(qid).unwrap_or(now);
     let age = now.duration_since(arrival).unwrap_or(Duration::ZERO);
-    let d = &engine.vs.delivery;
+    let vs = engine.vs();
+    let d = &vs.delivery;
     if !state.finished() && age >= d.ndr_expire {
         for r in state
             .recipients
@@ -306,9 +307,10 @@ fn resolve(engine: &Engine, hops: &Hops) -> Result<Vec<(String, SocketAddr)>, Dn
 }
 
 fn settings(engine: &Engine, rem: &Remote) -> Settings {
-    let d = &engine.vs.delivery;
+    let vs = engine.vs();
+    let d = &vs.delivery;
     Settings {
-        helo: engine.vs.fqdn.clone(),
+        helo: engine.vs().fqdn.clone(),
         timeout: d.remote_timeout,
         connect_timeout: d.connect_timeout,
         transaction_timeout: d.transaction_timeout,
@@ -328,9 +330,9 @@ fn settings(engine: &Engine, rem: &Remote) -> Settings {
 
 /// The sender as it goes out: MasqueradeDomain replaces the domain of a local sender.
 fn out_sender(engine: &Engine, sender: &str) -> String {
-    match (&engine.vs.delivery.masquerade, sender.rsplit_once('@')) {
+    match (&engine.vs().delivery.masquerade, sender.rsplit_once('@')) {
         (Some(m), Some((local, domain)))
-            if engine.vs.is_local_domain(&domain.to_ascii_lowercase()) =>
+            if engine.vs().is_local_domain(&domain.to_ascii_lowercase()) =>
         {
             format!("{local}@{m}")
         }
@@ -588,7 +590,7 @@ fn token_failed(
     reason: &str,
     failures: u32,
 ) -> RouteResult {
-    let until = SystemTime::now() + retry_delay(&engine.vs.delivery.retry, failures.max(1));
+    let until = SystemTime::now() + retry_delay(&engine.vs().delivery.retry, failures.max(1));
     let reply = format!("451 4.7.0 {reason}");
     log::warn!("delivery of {qid}: {reason}");
     set_all(state, rcpts, Status::Pending, &reply);
@@ -636,7 +638,7 @@ fn send_all(
     state: &mut State,
     throttle_432: bool,
 ) -> Sent {
-    let max = engine.vs.max_recipients.max(1) as usize;
+    let max = engine.vs().max_recipients.max(1) as usize;
     let host = h.conn.host.clone();
     let mut todo: Vec<&Recipient> = rcpts.to_vec();
     let mut throttled = false;

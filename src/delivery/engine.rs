@@ -20,8 +20,8 @@ use super::dns::Dns;
 use super::endpoints::Endpoints;
 use super::route::{self, Route};
 use super::scheduler::{Feedback, Job, Limits, Scheduler};
-use crate::config::Outbound;
 use crate::config::VirtualServer;
+use crate::config::{Live, Outbound};
 use crate::mailroot::state::{State, Status};
 use crate::mailroot::store::{Handover, Queued, Store};
 use crate::net::pool::Pool;
@@ -31,8 +31,8 @@ use crate::smtp::envelope::Envelope;
 
 /// Everything the delivery threads share.
 pub struct Engine {
-    /// The settings (the first virtual server using this Queue folder).
-    pub vs: Arc<VirtualServer>,
+    /// The settings (the first virtual server using this Queue folder), replaced by a reload.
+    live: Live,
     /// The mailroot.
     pub store: Store,
     /// The resolver.
@@ -60,6 +60,11 @@ pub struct Engine {
 }
 
 impl Engine {
+    /// The settings now (a reload takes effect at the next attempt).
+    pub fn vs(&self) -> Arc<VirtualServer> {
+        self.live.get()
+    }
+
     /// The TLS configurations toward a route: presenting its client certificate when it has one.
     pub fn client_tls(&self, out: &Outbound) -> ClientTls {
         let Some(id) = &out.identity else {
@@ -107,7 +112,7 @@ impl Engine {
             {
                 continue;
             }
-            let k = match route::route(&self.vs, &r.address) {
+            let k = match route::route(&self.vs(), &r.address) {
                 Route::Local => "local".to_string(),
                 Route::Remote(rem) => {
                     self.note_limits(&rem.key, (rem.max_out, rem.per_minute));
@@ -136,7 +141,7 @@ impl Engine {
             .unwrap_or_else(|p| p.into_inner())
             .get(key)
             .map(|l| l.0)
-            .unwrap_or(self.vs.delivery.max_out_per_domain)
+            .unwrap_or(self.vs().delivery.max_out_per_domain)
     }
 
     /// A message just committed (told by the store's hand-over): due now. It goes to a delivery
@@ -180,11 +185,12 @@ impl Engine {
         let Some(line) = s.feedback(key, f, SystemTime::now()) else {
             return;
         };
-        log::info!("SMTPSVC{}: {line}", self.vs.instance);
+        log::info!("SMTPSVC{}: {line}", self.vs().instance);
         // Just went dead (at first, or after a failed probe).
         if dead {
             // Parked messages old enough for a delay notice or expiry still get their attempt.
-            let d = &self.vs.delivery;
+            let vs = self.vs();
+            let d = &vs.delivery;
             let notice = d.delay_expire.min(d.ndr_expire);
             s.unpark_old(key, |id| {
                 crate::id::arrival(id)
@@ -302,7 +308,8 @@ pub struct Service {
 impl Service {
     /// Starts delivery from `store`'s Queue with `vs`'s settings; `inbox` is the hand-over `store`
     /// was built with.
-    pub fn start(vs: Arc<VirtualServer>, store: Store, inbox: Inbox) -> Result<Service, String> {
+    pub fn start(live: Live, store: Store, inbox: Inbox) -> Result<Service, String> {
+        let vs = live.get();
         let d = &vs.delivery;
         let dns =
             Dns::new(&d.dns_servers, Duration::from_secs(5), 2).map_err(|e| format!("DNS: {e}"))?;
@@ -349,7 +356,7 @@ impl Service {
                 },
             );
             Engine {
-                vs: vs.clone(),
+                live: live.clone(),
                 store,
                 dns,
                 tokens: Tokens::new(tls.clone()),
@@ -376,14 +383,14 @@ impl Service {
                 let ids = match e.store.queued_ids() {
                     Ok(ids) => ids,
                     Err(err) => {
-                        log::error!("SMTPSVC{}: {err}", e.vs.instance);
+                        log::error!("SMTPSVC{}: {err}", e.vs().instance);
                         return;
                     }
                 };
                 if !ids.is_empty() {
                     log::info!(
                         "SMTPSVC{}: {} message(s) in {} resume delivery",
-                        e.vs.instance,
+                        e.vs().instance,
                         ids.len(),
                         e.store.queue_dir().display()
                     );

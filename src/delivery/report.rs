@@ -91,7 +91,7 @@ fn send_report(
     qid: &str,
     rcpts: Vec<RecipientReport>,
 ) {
-    let vs = &engine.vs;
+    let vs = &engine.vs();
     let rid = id::next();
     let report = Report {
         kind,

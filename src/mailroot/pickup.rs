@@ -23,7 +23,7 @@ use std::time::{Duration, SystemTime};
 use super::commit::Pending;
 use super::pickup_file;
 use super::store::Store;
-use crate::config::VirtualServer;
+use crate::config::{Live, VirtualServer};
 use crate::id;
 use crate::smtp::envelope::Envelope;
 use crate::smtp::headers::HeaderScan;
@@ -33,26 +33,27 @@ use crate::time::Utc;
 /// How often an idle Pickup folder is looked at.
 const POLL: Duration = Duration::from_millis(200);
 
-/// Starts the Pickup thread of `vs`, committing through `store`, until `stop` is set.
+/// Starts the Pickup thread of a virtual server, committing through `store`, until `stop` is set;
+/// each scan reads the settings in `live` (a reload takes effect at the next scan).
 pub fn start(
-    vs: std::sync::Arc<VirtualServer>,
+    live: Live,
     store: Store,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name("pickup".into())
         .spawn(move || {
-            run(&vs, &store, &|| {
+            run(&live, &store, &|| {
                 stop.load(std::sync::atomic::Ordering::Acquire)
             })
         })
 }
 
 /// Runs the Pickup loop until `stopping()`.
-pub fn run(vs: &VirtualServer, store: &Store, stopping: &dyn Fn() -> bool) {
-    recover(vs);
+pub fn run(live: &Live, store: &Store, stopping: &dyn Fn() -> bool) {
+    recover(&live.get());
     while !stopping() {
-        let n = scan_once(vs, store);
+        let n = scan_once(&live.get(), store);
         if n == 0 {
             std::thread::sleep(POLL);
         }

@@ -77,10 +77,25 @@ pub fn readable_by_others(path: &Path) -> io::Result<bool> {
     imp::readable_by_others(path)
 }
 
-/// Calls `f` once when the process is asked to stop (SIGINT/SIGTERM on Unix, Ctrl-C/Ctrl-Break/close
-/// on Windows). Further signals after the first are passed to `f` again; it must be idempotent.
-pub fn on_shutdown<F: FnMut() + Send + 'static>(f: F) -> io::Result<()> {
-    ctrlc::set_handler(f).map_err(io::Error::other)
+/// Asks process `pid` to reload its configuration (Unix: SIGHUP). `Unsupported` on Windows, where
+/// a service is asked through the service control manager.
+pub fn signal_reload(pid: u32) -> io::Result<()> {
+    imp::signal_reload(pid)
+}
+
+/// What the process was asked to do from outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// Stop: SIGINT or SIGTERM on Unix; Ctrl-C, Ctrl-Break or closing the console on Windows.
+    Stop,
+    /// Read the configuration again: SIGHUP on Unix.
+    Reload,
+}
+
+/// Calls `f` with each request to stop or reload, on a thread of its own (never in signal
+/// context). Further stop requests after the first come again; `f` must take them calmly.
+pub fn on_signal<F: FnMut(Signal) + Send + 'static>(f: F) -> io::Result<()> {
+    imp::on_signal(f)
 }
 
 /// Whether `path` is an absolute path written for the other family of systems (`C:\…` on Unix,

@@ -86,3 +86,32 @@ pub fn restrict_to_owner(path: &Path) -> io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
 }
+
+pub fn on_signal<F: FnMut(crate::os::Signal) + Send + 'static>(mut f: F) -> io::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for s in signals.forever() {
+                f(if s == SIGHUP {
+                    crate::os::Signal::Reload
+                } else {
+                    crate::os::Signal::Stop
+                });
+            }
+        })?;
+    Ok(())
+}
+
+pub fn signal_reload(pid: u32) -> io::Result<()> {
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &pid.to_string()])
+        .stderr(std::process::Stdio::null())
+        .status()?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(io::Error::new(io::ErrorKind::NotFound, "no such process"))
+    }
+}

@@ -63,3 +63,11 @@ pub fn restrict_to_owner(_path: &Path) -> io::Result<()> {
     // Windows grants by ACL: the folder's inherited ACL decides; document it instead.
     Ok(())
 }
+
+pub fn on_signal<F: FnMut(crate::os::Signal) + Send + 'static>(mut f: F) -> io::Result<()> {
+    ctrlc::set_handler(move || f(crate::os::Signal::Stop)).map_err(io::Error::other)
+}
+
+pub fn signal_reload(_pid: u32) -> io::Result<()> {
+    Err(io::Error::from(io::ErrorKind::Unsupported))
+}

@@ -4,24 +4,26 @@
 
 pub mod admission;
 pub mod connection;
+pub mod control;
 pub mod intake;
+pub mod restart;
 
 use std::fmt;
 use std::net::{SocketAddr, TcpStream};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::config::ipnet::canonical;
-use crate::config::{Config, VirtualServer};
+use crate::config::{Config, Live, VirtualServer};
 use crate::delivery::dns::Dns;
 use crate::delivery::engine::{Inbox, Service};
 use crate::logging::w3c::{self, Logger};
 use crate::mailroot::error::StoreError;
 use crate::mailroot::pickup;
 use crate::mailroot::store::Store;
-use crate::net::listener::{Acceptor, Bound, Endpoint, ListenError};
+use crate::net::listener::{Acceptor, Bound, Endpoint, ListenError, Rebinder};
 use crate::net::pool::Pool;
 use crate::policy::access;
 use crate::policy::auth::Limiter;
@@ -94,6 +96,10 @@ impl Shared {
     }
 }
 
+/// The instances sessions start with, by position; a reload replaces them (sessions in flight keep
+/// the one they started with).
+type Table = Arc<RwLock<Vec<Arc<Instance>>>>;
+
 /// An admitted connection, handed from the acceptor to a session thread.
 struct Job {
     /// The client socket, blocking.
@@ -108,18 +114,18 @@ struct Job {
     slot: Slot,
 }
 
-/// Every binding of every instance, tagged with its instance and whether it is a SecureBindings one
-/// (TLS from the first byte).
-fn endpoints(instances: &[Arc<Instance>]) -> Vec<Endpoint<(Arc<Instance>, bool)>> {
+/// Every binding of every virtual server, tagged with the server's position and whether it is a
+/// SecureBindings one (TLS from the first byte).
+fn endpoints(servers: &[Arc<VirtualServer>]) -> Vec<Endpoint<(usize, bool)>> {
     let mut all = Vec::new();
-    for inst in instances {
-        let plain = inst.vs.bindings.iter().map(|b| (b, false));
-        let secure = inst.vs.security.secure_bindings.iter().map(|b| (b, true));
+    for (i, vs) in servers.iter().enumerate() {
+        let plain = vs.bindings.iter().map(|b| (b, false));
+        let secure = vs.security.secure_bindings.iter().map(|b| (b, true));
         for (b, implicit) in plain.chain(secure) {
             all.push(Endpoint {
                 addrs: b.socket_addrs(),
                 wildcard: b.ip.is_none(),
-                tag: (inst.clone(), implicit),
+                tag: (i, implicit),
             });
         }
     }
@@ -145,7 +151,10 @@ impl Stopper {
 /// The running server.
 pub struct Server {
     shared: Arc<Shared>,
-    instances: Vec<Arc<Instance>>,
+    instances: Table,
+    /// Each virtual server's settings as delivery and Pickup read them.
+    lives: Vec<Live>,
+    rebinder: Rebinder<(usize, bool)>,
     stopper: Stopper,
     acceptor: Option<JoinHandle<()>>,
     log_thread: Option<JoinHandle<()>>,
@@ -169,11 +178,55 @@ fn warn_readable_secrets(vs: &VirtualServer) {
     }
 }
 
+/// The resolver for client names, when the settings need one (kept from `was` when it serves the
+/// same DNS servers).
+fn client_resolver(
+    vs: &VirtualServer,
+    was: Option<&Instance>,
+) -> Result<Option<Arc<Dns>>, StartError> {
+    if !(vs.security.reverse_dns || access::needs_name(vs)) {
+        return Ok(None);
+    }
+    if let Some(i) = was
+        && i.vs.delivery.dns_servers == vs.delivery.dns_servers
+        && let Some(d) = &i.dns
+    {
+        return Ok(Some(d.clone()));
+    }
+    let d = Dns::new(&vs.delivery.dns_servers, Duration::from_secs(3), 1)
+        .map_err(StartError::ClientResolver)?;
+    Ok(Some(Arc::new(d)))
+}
+
+/// Why a reload was refused (the running settings stay).
+#[derive(Debug)]
+pub enum ReloadError {
+    /// A new binding could not be bound.
+    Listen(ListenError),
+    /// The new UsersFile could not be read.
+    Users(UsersError),
+    /// The change needs a restart.
+    Restart(String),
+}
+
+impl fmt::Display for ReloadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReloadError::Listen(e) => write!(f, "{e}"),
+            ReloadError::Users(e) => write!(f, "UsersFile {e}"),
+            ReloadError::Restart(m) => write!(f, "{m}: restart mailroot to apply it"),
+        }
+    }
+}
+
+impl std::error::Error for ReloadError {}
+
 impl Server {
     /// Opens the mailroots (cleaning SortTemp), starts delivery for each Queue folder, reads each
     /// UsersFile, starts the protocol log, binds and starts accepting.
     pub fn start(config: &Config) -> Result<Server, StartError> {
         let mut instances = Vec::new();
+        let mut lives = Vec::new();
         let mut services: Vec<(std::path::PathBuf, Store, Service)> = Vec::new();
         let pickup_stop = Arc::new(AtomicBool::new(false));
         let mut pickups = Vec::new();
@@ -190,6 +243,8 @@ impl Server {
         }
         for vs in &config.servers {
             warn_readable_secrets(vs);
+            let live = Live::new(vs.clone());
+            lives.push(live.clone());
             // One delivery service per Queue folder; virtual servers sharing a mailroot share it (the
             // first one's delivery settings apply) and its store, which hands Queue mail to it.
             let shared = services
@@ -210,10 +265,10 @@ impl Server {
             let store = match shared {
                 Some(s) => s,
                 None => {
-                    let service = Service::start(vs.clone(), store.clone(), inbox)
+                    let service = Service::start(live.clone(), store.clone(), inbox)
                         .map_err(StartError::Delivery)?;
                     pickups.push(
-                        pickup::start(vs.clone(), store.clone(), pickup_stop.clone())
+                        pickup::start(live, store.clone(), pickup_stop.clone())
                             .map_err(StartError::Io)?,
                     );
                     services.push((vs.dirs.queue.clone(), store.clone(), service));
@@ -227,13 +282,7 @@ impl Server {
                 counts: Arc::new(Counters::default()),
                 users: Arc::new(users),
                 auth_limiter: Arc::new(Limiter::new()),
-                dns: if vs.security.reverse_dns || access::needs_name(vs) {
-                    let d = Dns::new(&vs.delivery.dns_servers, Duration::from_secs(3), 1)
-                        .map_err(StartError::ClientResolver)?;
-                    Some(Arc::new(d))
-                } else {
-                    None
-                },
+                dns: client_resolver(vs, None)?,
             }));
         }
         let (logger, log_thread) = w3c::start(&config.servers).map_err(StartError::Io)?;
@@ -246,15 +295,19 @@ impl Server {
             acceptor,
             waker,
             addrs: bound,
-        } = Acceptor::bind(&endpoints(&instances)).map_err(StartError::Listen)?;
+            rebinder,
+        } = Acceptor::bind(&endpoints(&config.servers)).map_err(StartError::Listen)?;
         let bound = bound
             .into_iter()
-            .map(|((inst, _), addr)| (inst.vs.instance, addr))
+            .map(|((i, _), addr)| (config.servers[i].instance, addr))
             .collect();
         let max_threads: usize = instances
             .iter()
             .map(|i| i.vs.max_connections as usize)
             .sum();
+        let instances: Table = Arc::new(RwLock::new(instances));
+        let table = instances.clone();
+        let accept_stopping = stopping.clone();
         let pool_shared = shared.clone();
         let pool = Pool::<Job, connection::Buffers>::new(
             "smtp-session",
@@ -276,7 +329,16 @@ impl Server {
         let handle = std::thread::Builder::new()
             .name("acceptor".into())
             .spawn(move || {
-                acceptor.run(|mut stream, peer, (instance, implicit_tls)| {
+                let stopping = move || accept_stopping.load(Ordering::Acquire);
+                acceptor.run(stopping, |mut stream, peer, (index, implicit_tls)| {
+                    let Some(instance) = table
+                        .read()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get(*index)
+                        .cloned()
+                    else {
+                        return;
+                    };
                     let ip = canonical(peer.ip());
                     if let Some(slot) =
                         admission::admit(&mut stream, ip, &instance.vs, &instance.counts)
@@ -297,6 +359,8 @@ impl Server {
             stopper: Stopper { stopping, waker },
             shared,
             instances,
+            lives,
+            rebinder,
             acceptor: Some(handle),
             log_thread,
             bound,
@@ -316,9 +380,90 @@ impl Server {
         self.stopper.clone()
     }
 
+    /// The settings running now, by virtual server.
+    pub fn settings(&self) -> Vec<Arc<VirtualServer>> {
+        self.instances
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|i| i.vs.clone())
+            .collect()
+    }
+
     /// Sessions open now, over all instances.
     pub fn active_sessions(&self) -> usize {
-        self.instances.iter().map(|i| i.counts.active()).sum()
+        self.instances
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|i| i.counts.active())
+            .sum()
+    }
+
+    /// Applies `config` without dropping a session: new bindings are opened (an address that
+    /// cannot be bound refuses the whole reload) and removed ones closed; new sessions, Pickup
+    /// scans and delivery attempts use the new settings (limits, relay lists, connection control,
+    /// routes, smart hosts, retries, the users file, the TLS certificate). Sessions in flight
+    /// finish with the settings they started with. Keys that only a restart can change keep
+    /// their running values and are named in the returned list.
+    pub fn reload(&mut self, config: &Config) -> Result<Vec<String>, ReloadError> {
+        let current = self
+            .instances
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let old: Vec<Arc<VirtualServer>> = current.iter().map(|i| i.vs.clone()).collect();
+        if old
+            .iter()
+            .map(|v| v.instance)
+            .ne(config.servers.iter().map(|v| v.instance))
+        {
+            return Err(ReloadError::Restart(
+                "virtual servers were added or removed".into(),
+            ));
+        }
+        // What cannot change live keeps its running value; the rest is the new file's.
+        let mut restart = Vec::new();
+        let mut servers = Vec::new();
+        for (was, new) in old.iter().zip(&config.servers) {
+            let (vs, keys) = restart::keep_running(was, new);
+            for k in keys {
+                restart.push(format!("[SmtpSvc/{}] {k}", vs.instance));
+            }
+            servers.push(Arc::new(vs));
+        }
+        let bound = self
+            .rebinder
+            .rebind(&endpoints(&servers))
+            .map_err(ReloadError::Listen)?;
+        let mut fresh = Vec::new();
+        for (inst, vs) in current.iter().zip(&servers) {
+            let users = if vs.security.users_file == inst.vs.security.users_file {
+                inst.users.clone()
+            } else {
+                Arc::new(Users::open(&vs.security.users_file).map_err(ReloadError::Users)?)
+            };
+            fresh.push(Arc::new(Instance {
+                vs: vs.clone(),
+                store: inst.store.clone(),
+                counts: inst.counts.clone(),
+                users,
+                auth_limiter: inst.auth_limiter.clone(),
+                dns: client_resolver(vs, Some(inst)).map_err(|e| match e {
+                    StartError::ClientResolver(m) => ReloadError::Restart(m),
+                    other => ReloadError::Restart(other.to_string()),
+                })?,
+            }));
+        }
+        for (live, vs) in self.lives.iter().zip(&servers) {
+            live.set(vs.clone());
+        }
+        *self.instances.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+        self.bound = bound
+            .into_iter()
+            .map(|((i, _), addr)| (servers[i].instance, addr))
+            .collect();
+        Ok(restart)
     }
 
     /// Stops accepting, gives sessions in flight up to `grace` to finish, then stops the log writer.
