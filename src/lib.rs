@@ -64,6 +64,7 @@ pub(crate) mod testutil {
                 directory: PathBuf::from("logs"),
                 period: LogPeriod::Daily,
                 truncate_size: 20_480_000,
+                server_log: None,
             },
             delivery: DeliverySettings {
                 smart_host: Vec::new(),

@@ -4,8 +4,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use mailroot::config::ConfigError;
 use mailroot::config::{Config, Outbound, Source, keys};
-use mailroot::os::Signal;
+use mailroot::logging::server::Target as LogTarget;
+use mailroot::os::service::{
+    self as svc, Failure, Hooks, Needs, Progress, Service, ServiceCommand, ServiceEvent,
+};
+use mailroot::os::{ServiceState, Signal};
 use mailroot::server::{Server, control};
 
 const USAGE: &str = "\
@@ -17,6 +22,7 @@ Usage:
                                      (and which changed keys a running server needs a restart for)
   mailroot reload [--config PATH]    have the running server apply the configuration now, without
                                      dropping a session (SIGHUP does the same)
+  mailroot reload --name NAME        the same for the Windows service NAME
   mailroot user add NAME [--config PATH]   add a user for AUTH (or change its password); the
                                            password is read from standard input
   mailroot user del NAME [--config PATH]   remove a user
@@ -28,6 +34,15 @@ on the built-in IIS defaults, with its mailroot beside the executable. RUST_LOG=
 detail in the diagnostic log (standard error).
 ";
 
+/// The help text, with the Windows service's lines.
+fn usage() -> String {
+    USAGE.replacen(
+        "  mailroot --version | --help\n",
+        &format!("  {}  mailroot --version | --help\n", svc::USAGE),
+        1,
+    )
+}
+
 /// How long sessions in flight may take to finish after SIGINT/SIGTERM (or a service stop).
 const GRACE: Duration = Duration::from_secs(10);
 
@@ -35,6 +50,7 @@ enum Cmd {
     Serve,
     Check,
     Reload,
+    Service(ServiceCommand),
     User(String, Option<String>),
 }
 
@@ -43,6 +59,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut cmd = None;
     let mut config: Option<PathBuf> = None;
+    let mut name: Option<String> = None;
     let mut i = 0;
     while i < args.len() {
         match args[i].as_str() {
@@ -51,12 +68,26 @@ fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             "--help" | "-h" | "help" => {
-                print!("{USAGE}");
+                print!("{}", usage());
                 return ExitCode::SUCCESS;
             }
             "serve" if cmd.is_none() => cmd = Some(Cmd::Serve),
             "check" if cmd.is_none() => cmd = Some(Cmd::Check),
             "reload" if cmd.is_none() => cmd = Some(Cmd::Reload),
+            "service" if cmd.is_none() => match svc::parse_args(&args[i + 1..]) {
+                Ok(c) => {
+                    cmd = Some(Cmd::Service(c));
+                    break;
+                }
+                Err(e) => return usage_error(&e),
+            },
+            "--name" => {
+                i += 1;
+                match args.get(i) {
+                    Some(n) => name = Some(n.clone()),
+                    None => return usage_error("--name needs a service name"),
+                }
+            }
             "user" if cmd.is_none() => {
                 let action = args.get(i + 1).cloned().unwrap_or_default();
                 let needs_name = action == "add" || action == "del";
@@ -92,13 +123,14 @@ fn main() -> ExitCode {
     match cmd.unwrap_or(Cmd::Serve) {
         Cmd::Serve => serve(config.as_deref()),
         Cmd::Check => check(config.as_deref()),
-        Cmd::Reload => reload_command(config.as_deref()),
+        Cmd::Reload => reload_command(config.as_deref(), name.as_deref()),
+        Cmd::Service(c) => service(c),
         Cmd::User(action, name) => user(config.as_deref(), &action, name.as_deref()),
     }
 }
 
 fn usage_error(msg: &str) -> ExitCode {
-    eprintln!("mailroot: {msg}\n\n{USAGE}");
+    eprintln!("mailroot: {msg}\n\n{}", usage());
     ExitCode::from(2)
 }
 
@@ -140,25 +172,40 @@ fn check(explicit: Option<&Path>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    println!("; {}: valid", describe(&config.source));
+    // Written at once and without panicking when the reader goes away (`mailroot check | head`).
+    let mut text = format!("; {}: valid\n", describe(&config.source));
     for k in control::restart_needed(&config) {
-        println!("; needs a restart (a reload keeps the running value): {k}");
+        text.push_str(&format!(
+            "; needs a restart (a reload keeps the running value): {k}\n"
+        ));
     }
-    println!("; effective settings (defaults included); ';' comments give each key's meaning");
+    text.push_str(
+        "; effective settings (defaults included); ';' comments give each key's meaning\n",
+    );
     for vs in &config.servers {
-        println!("\n[SmtpSvc/{}]", vs.instance);
-        print_keys(vs.effective(), keys::server_key, &vs.delivery.out);
+        text.push_str(&format!("\n[SmtpSvc/{}]\n", vs.instance));
+        print_keys(
+            &mut text,
+            vs.effective(),
+            keys::server_key,
+            &vs.delivery.out,
+        );
         for d in &vs.domains {
-            println!("\n[SmtpSvc/{}/Domain/{}]", vs.instance, d.pattern);
-            print_keys(d.effective(), keys::domain_key, &d.out);
+            text.push_str(&format!(
+                "\n[SmtpSvc/{}/Domain/{}]\n",
+                vs.instance, d.pattern
+            ));
+            print_keys(&mut text, d.effective(), keys::domain_key, &d.out);
         }
     }
+    let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes());
     ExitCode::SUCCESS
 }
 
 /// Prints `key = value` lines, each after a comment with the key's meaning (and the preset it
 /// comes from, when it does).
 fn print_keys(
+    text: &mut String,
     list: Vec<(&'static str, String)>,
     table: fn(&str) -> Option<&'static keys::KeyDef>,
     out: &Outbound,
@@ -166,30 +213,48 @@ fn print_keys(
     for (key, value) in list {
         let meaning = table(key).map(|k| k.meaning).unwrap_or("");
         match out.provider.filter(|_| out.from_preset.contains(&key)) {
-            Some(p) => println!("; {meaning} ({} preset)", p.as_str()),
-            None => println!("; {meaning}"),
+            Some(p) => text.push_str(&format!("; {meaning} ({} preset)\n", p.as_str())),
+            None => text.push_str(&format!("; {meaning}\n")),
         }
-        println!("{key} = {value}");
+        text.push_str(&format!("{key} = {value}\n"));
     }
 }
 
 fn serve(explicit: Option<&Path>) -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format_timestamp_millis()
-        .init();
     let config = match load(explicit) {
         Ok(c) => c,
         Err(e) => {
-            log::error!("{e}");
             eprintln!("{e}");
             return ExitCode::from(2);
         }
     };
+    let target = match config
+        .servers
+        .first()
+        .and_then(|vs| vs.log.server_log.as_deref())
+    {
+        Some(file) => LogTarget::File(file),
+        None if mailroot::os::under_journald() => LogTarget::Journal,
+        None => LogTarget::Stderr,
+    };
+    if let Err(e) = mailroot::logging::server::init(target) {
+        eprintln!("cannot open the server log: {e}");
+        return ExitCode::from(2);
+    }
     log::info!(
         "mailroot {} starting; {}",
         env!("CARGO_PKG_VERSION"),
         describe(&config.source)
     );
+    // Signals are caught before anything listens: a SIGHUP right after READY=1 must reload, not
+    // kill the process (SIGHUP's default). The main loop below takes them in order.
+    let (tx, rx) = crossbeam_channel::bounded::<Signal>(8);
+    if let Err(e) = mailroot::os::on_signal(move |s| {
+        let _ = tx.try_send(s);
+    }) {
+        log::error!("cannot install the signal handler: {e}");
+        return ExitCode::from(1);
+    }
     let mut server = match Server::start(&config) {
         Ok(s) => s,
         Err(e) => {
@@ -210,25 +275,18 @@ fn serve(explicit: Option<&Path>) -> ExitCode {
         log::info!("SMTPSVC{instance}: listening on {addr}");
     }
     let settings = server.settings();
+    mailroot::os::service_state(ServiceState::Ready);
     if let Err(e) = control::started(&settings) {
         log::warn!(
             "cannot write the pid file in the mailroot: {e} (`mailroot reload` will not find this process)"
         );
     }
-    let (tx, rx) = crossbeam_channel::bounded::<Signal>(8);
-    let stopper = server.stopper();
-    if let Err(e) = mailroot::os::on_signal(move |s| {
-        if s == Signal::Stop {
-            stopper.stop();
-        }
-        let _ = tx.try_send(s);
-    }) {
-        log::error!("cannot install the signal handler: {e}");
-        return ExitCode::from(1);
-    }
     while let Ok(Signal::Reload) = rx.recv() {
+        mailroot::os::service_state(ServiceState::Reloading);
         reload(&mut server, explicit);
+        mailroot::os::service_state(ServiceState::Ready);
     }
+    mailroot::os::service_state(ServiceState::Stopping);
     log::info!(
         "shutting down: no new connections; sessions in flight get {}s to finish",
         GRACE.as_secs()
@@ -271,8 +329,21 @@ fn reload(server: &mut Server, explicit: Option<&Path>) {
     }
 }
 
-/// `mailroot reload`: asks the running server to read its configuration again.
-fn reload_command(explicit: Option<&Path>) -> ExitCode {
+/// `mailroot reload`: asks the running server to read its configuration again. With `--name`, the
+/// Windows service of that name (through the service control manager).
+fn reload_command(explicit: Option<&Path>, name: Option<&str>) -> ExitCode {
+    if let Some(name) = name {
+        return match svc::reload(name) {
+            Ok(()) => {
+                println!("asked the service {name} to reload; its log says how it went");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("mailroot: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let config = match load(explicit) {
         Ok(c) => c,
         Err(e) => {
@@ -296,6 +367,112 @@ fn reload_command(explicit: Option<&Path>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `mailroot service …`: the Windows service (install, uninstall, start, stop, status, and the run
+/// the service control manager starts).
+fn service(command: ServiceCommand) -> ExitCode {
+    let hooks = Hooks {
+        inspect: Box::new(service_needs),
+        run: Box::new(run_service),
+    };
+    match svc::execute(command, hooks) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("mailroot: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn config_failure(e: ConfigError) -> Failure {
+    Failure::config(&e.file, e.line, e.key.as_deref(), e.message)
+}
+
+/// The folders the service account must write and read for `path`'s configuration.
+fn service_needs(path: &Path) -> Result<Needs, Failure> {
+    let config = Config::load(path).map_err(config_failure)?;
+    let mut n = Needs::default();
+    let parent = |p: &Path| p.parent().map(Path::to_path_buf);
+    for vs in &config.servers {
+        let d = &vs.dirs;
+        n.write.extend(
+            [
+                &d.mailroot,
+                &d.pickup,
+                &d.queue,
+                &d.badmail,
+                &d.drop,
+                &d.sort_temp,
+            ]
+            .map(|p| p.to_path_buf()),
+        );
+        if vs.log.enabled {
+            n.write
+                .push(vs.log.directory.join(format!("SMTPSVC{}", vs.instance)));
+        }
+        n.write
+            .extend(vs.log.server_log.as_deref().and_then(parent));
+        if let Some((cert, key)) = &vs.security.tls_files {
+            n.read.extend(parent(cert));
+            n.read.extend(parent(key));
+        }
+        n.read.extend(parent(&vs.security.users_file));
+        for out in std::iter::once(&vs.delivery.out).chain(vs.domains.iter().map(|d| &d.out)) {
+            for (key, file) in &out.files {
+                if *key == "OAuthRefreshTokenFile" {
+                    n.write.extend(parent(file))
+                } else {
+                    n.read.extend(parent(file))
+                }
+            }
+        }
+    }
+    Ok(n)
+}
+
+/// The service's run: the server log to ServerLogFile (a service has no console) with warnings and
+/// errors copied to the Event Log; stop and reload come from the service control manager.
+fn run_service(s: Service) -> Result<(), Failure> {
+    let config = Config::load(&s.config).map_err(config_failure)?;
+    let file = config
+        .servers
+        .first()
+        .and_then(|vs| vs.log.server_log.clone());
+    let target = match &file {
+        Some(f) => LogTarget::File(f),
+        None => LogTarget::Stderr,
+    };
+    let logger = mailroot::logging::server::build(target)
+        .map_err(|e| Failure::start(format!("cannot open the server log: {e}")))?;
+    let level = logger.filter().max(log::LevelFilter::Warn);
+    log::set_boxed_logger(svc::event_log(&s.name, Box::new(logger)))
+        .map_err(|e| Failure::start(e.to_string()))?;
+    log::set_max_level(level);
+    s.status.report(Progress::Starting);
+    let mut server =
+        Server::start(&config).map_err(|e| Failure::start(format!("cannot start: {e}")))?;
+    if let Err(e) = control::started(&server.settings()) {
+        log::warn!("cannot write the pid file in the mailroot: {e}");
+    }
+    s.status.report(Progress::Running);
+    while let Ok(ServiceEvent::Reload) = s.events.recv() {
+        reload(&mut server, Some(&s.config));
+    }
+    s.status.report(Progress::Stopping {
+        sessions_left: server.active_sessions(),
+        grace_left: GRACE,
+    });
+    let settings = server.settings();
+    let left = server.shutdown(GRACE);
+    control::stopped(&settings);
+    if left > 0 {
+        log::warn!(
+            "{left} session(s) still open after {}s; closing them",
+            GRACE.as_secs()
+        );
+    }
+    Ok(())
 }
 
 /// `mailroot user add|del|list`: edits the first virtual server's UsersFile.

@@ -1,14 +1,15 @@
 //! Serving and stopping: SIGTERM ends the process with exit code 0 after idle sessions get `421` and a
 //! message being received is allowed to finish; several virtual servers run side by side, each with
-//! its own port, domain rules and protocol log folder.
+//! its own port, domain rules and protocol log folder; the server log can go to a file.
 #![cfg(unix)]
 
 mod common;
 use common::*;
 
 use std::fs;
+use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Command, ExitStatus};
+use std::process::{Command, ExitStatus, Stdio};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -335,4 +336,79 @@ fn both_virtual_servers_stop_on_sigterm() {
     }
     let (status, _srv) = exit_status(term);
     assert_eq!(status.code(), Some(0), "exit status {status:?}");
+}
+
+/// ServerLogFile: the server's own log goes to the file (timestamped, appended), not to standard
+/// error; the pid file and the running settings appear beside the mailroot's folders and go at a
+/// clean stop.
+#[test]
+fn server_log_file_and_pid_file() {
+    let dir = TempDir::new("serverlog");
+    let port = free_port("127.0.0.1");
+    let log = dir.path().join("server.log");
+    fs::write(&log, "an older line\n").expect("seed the log");
+    let ini = Builder::new()
+        .key("ServerBindings", &format!("127.0.0.1:{port}"))
+        .key("ServerLogFile", "server.log")
+        .ini();
+    let conf = dir.path().join("smtpsvc.ini");
+    fs::write(&conf, ini).expect("write config");
+    let mut child = Command::new(bin())
+        .args(["serve", "--config", &conf.display().to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start mailroot");
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    assert!(
+        wait_until(|| std::net::TcpStream::connect(addr).is_ok()),
+        "not listening on {addr}"
+    );
+    let text = fs::read_to_string(&log).unwrap_or_default();
+    assert!(text.starts_with("an older line\n"), "appended: {text}");
+    let start = text
+        .lines()
+        .find(|l| l.contains("listening on"))
+        .unwrap_or_else(|| panic!("no listening line in {text}"));
+    assert!(
+        start.starts_with('[') && start.contains('T'),
+        "timestamped: {start}"
+    );
+    let pid_file = dir.path().join("mailroot").join("mailroot.pid");
+    assert_eq!(
+        fs::read_to_string(&pid_file).expect("pid file").trim(),
+        child.id().to_string()
+    );
+    assert!(
+        dir.path()
+            .join("mailroot")
+            .join("mailroot.running.ini")
+            .is_file()
+    );
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    let status = wait_exit(&mut child);
+    assert!(status.success(), "{status}");
+    let mut err = String::new();
+    let _ = child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut err);
+    assert!(
+        !err.contains("listening on"),
+        "the log went to standard error too: {err}"
+    );
+    assert!(!pid_file.exists(), "the pid file outlived the process");
+    assert!(
+        fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("stopped")
+    );
 }

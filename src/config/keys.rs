@@ -135,6 +135,11 @@ pub const SERVER_KEYS: &[KeyDef] = &[
         meaning: "bytes per log file when LogFilePeriod = 0",
     },
     KeyDef {
+        name: "ServerLogFile",
+        default: "",
+        meaning: "file the server's own log (starts, errors, deliveries) is appended to; default: standard error (journald under systemd). Read from the first virtual server",
+    },
+    KeyDef {
         name: "SecureBindings",
         default: "",
         meaning: "IP:port list for implicit TLS (TLS from the first byte, RFC 8314, e.g. :465); needs a certificate",

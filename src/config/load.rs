@@ -362,6 +362,7 @@ fn build(
         directory: r.parse("LogFileDirectory", |v| parse_path(base, v))?,
         period: r.parse("LogFilePeriod", parse_log_period)?,
         truncate_size: r.parse("LogFileTruncateSize", |v| parse_num::<u64>(v, 1024))?,
+        server_log: r.parse("ServerLogFile", |v| optional(v, |v| parse_path(base, v)))?,
     };
     let delivery = DeliverySettings {
         smart_host: r.parse("SmartHost", parse_next_hops)?,

@@ -125,6 +125,8 @@ pub struct LogSettings {
     pub period: LogPeriod,
     /// LogFileTruncateSize in bytes.
     pub truncate_size: u64,
+    /// ServerLogFile: the diagnostic log's file (None: standard error).
+    pub server_log: Option<PathBuf>,
 }
 
 /// One SMTP virtual server (`[SmtpSvc/n]`).
@@ -229,6 +231,14 @@ impl VirtualServer {
             ("LogFileDirectory", p(&self.log.directory)),
             ("LogFilePeriod", self.log.period.code().to_string()),
             ("LogFileTruncateSize", self.log.truncate_size.to_string()),
+            (
+                "ServerLogFile",
+                self.log
+                    .server_log
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+            ),
             (
                 "SecureBindings",
                 self.security

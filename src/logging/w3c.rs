@@ -323,6 +323,7 @@ mod tests {
                 directory: dir.clone(),
                 period: LogPeriod::Size,
                 truncate_size: 600,
+                server_log: None,
             },
         );
         let mut w = Writer::new(settings, "HOST".into());

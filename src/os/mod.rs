@@ -11,6 +11,24 @@ mod windows;
 #[cfg(windows)]
 use windows as imp;
 
+/// The Windows service in its platform-neutral part: the `mailroot service` command line, the
+/// installed layout (`%ProgramData%\mailroot\smtpsvc.ini`, `C:\inetpub\mailroot`, IIS's log
+/// folder), the grants to `NT SERVICE\<name>`, Event Log texts, and the [`service::Hooks`] through
+/// which `main` plugs the server into the service control manager. Compiled and tested everywhere.
+pub mod service;
+/// The Windows side of [`service`]: the service control manager (install, uninstall, start, stop,
+/// status, the dispatcher and its control handler, parameter change for reload) with the
+/// `windows-service` crate, `icacls` at install, and the Event Log (source registration,
+/// `ReportEventW`).
+#[cfg(windows)]
+mod windows_service;
+
+/// systemd's side of a Linux service, without libsystemd: readiness notification to
+/// `$NOTIFY_SOCKET` (`READY=1`, `RELOADING=1`, `STOPPING=1`) and whether standard error is the
+/// journal's stream. Unix only.
+#[cfg(unix)]
+pub mod systemd;
+
 use std::io;
 use std::path::Path;
 
@@ -81,6 +99,31 @@ pub fn readable_by_others(path: &Path) -> io::Result<bool> {
 /// a service is asked through the service control manager.
 pub fn signal_reload(pid: u32) -> io::Result<()> {
     imp::signal_reload(pid)
+}
+
+/// Whether standard error goes to journald (the process runs under systemd): the server log then
+/// leaves the timestamps to the journal.
+pub fn under_journald() -> bool {
+    imp::under_journald()
+}
+
+/// What the server tells its service manager (systemd's sd_notify; nothing elsewhere: the Windows
+/// service reports through the service control manager).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServiceState {
+    /// Every listener is bound (at start, and after a reload).
+    Ready,
+    /// A reload begins.
+    Reloading,
+    /// The shutdown begins.
+    Stopping,
+}
+
+/// Tells the service manager, if one listens; errors are logged, never fatal.
+pub fn service_state(state: ServiceState) {
+    if let Err(e) = imp::service_state(state) {
+        log::warn!("cannot notify the service manager: {e}");
+    }
 }
 
 /// What the process was asked to do from outside.

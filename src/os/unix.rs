@@ -115,3 +115,17 @@ pub fn signal_reload(pid: u32) -> io::Result<()> {
         Err(io::Error::new(io::ErrorKind::NotFound, "no such process"))
     }
 }
+
+pub fn under_journald() -> bool {
+    crate::os::systemd::under_journald()
+}
+
+pub fn service_state(state: crate::os::ServiceState) -> io::Result<()> {
+    use crate::os::{ServiceState, systemd};
+    let text = match state {
+        ServiceState::Ready => systemd::READY.to_string(),
+        ServiceState::Reloading => systemd::reloading(),
+        ServiceState::Stopping => systemd::STOPPING.to_string(),
+    };
+    systemd::notify(&text).map(|_| ())
+}

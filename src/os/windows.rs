@@ -71,3 +71,11 @@ pub fn on_signal<F: FnMut(crate::os::Signal) + Send + 'static>(mut f: F) -> io::
 pub fn signal_reload(_pid: u32) -> io::Result<()> {
     Err(io::Error::from(io::ErrorKind::Unsupported))
 }
+
+pub fn under_journald() -> bool {
+    false
+}
+
+pub fn service_state(_state: crate::os::ServiceState) -> io::Result<()> {
+    Ok(())
+}

@@ -18,6 +18,7 @@ pub const KEYS: &[&str] = &[
     "LogFileDirectory",
     "LogFilePeriod",
     "LogFileTruncateSize",
+    "ServerLogFile",
     "MaxConnections",
     "MaxOutConnections",
     "MaxBatchedMessages",
@@ -58,6 +59,7 @@ pub fn keep_running(
                     "LogFileTruncateSize",
                     vs.log.truncate_size != was.log.truncate_size,
                 ),
+                ("ServerLogFile", vs.log.server_log != was.log.server_log),
             ]
             .into_iter()
             .filter(|(_, d)| *d)
