@@ -20,6 +20,7 @@ pub mod delivery;
 pub mod id;
 pub mod logging;
 pub mod mailroot;
+pub mod metrics;
 pub mod net;
 pub mod oauth;
 pub mod os;
@@ -57,6 +58,7 @@ pub(crate) mod testutil {
             hop_count: 15,
             relay_ip_list: IpList::parse("127.0.0.1, ::1").unwrap(),
             ip_grant_by_default: true,
+            metrics_binding: None,
             ip_deny: crate::config::HostList::default(),
             ip_grant: crate::config::HostList::default(),
             log: LogSettings {

@@ -140,6 +140,11 @@ pub const SERVER_KEYS: &[KeyDef] = &[
         meaning: "file the server's own log (starts, errors, deliveries) is appended to; default: standard error (journald under systemd). Read from the first virtual server",
     },
     KeyDef {
+        name: "MetricsBinding",
+        default: "",
+        meaning: "IP:port serving Prometheus metrics at /metrics and a JSON summary at /status (e.g. 127.0.0.1:9325); empty = off. Read from the first virtual server",
+    },
+    KeyDef {
         name: "SecureBindings",
         default: "",
         meaning: "IP:port list for implicit TLS (TLS from the first byte, RFC 8314, e.g. :465); needs a certificate",

@@ -364,6 +364,12 @@ fn build(
         truncate_size: r.parse("LogFileTruncateSize", |v| parse_num::<u64>(v, 1024))?,
         server_log: r.parse("ServerLogFile", |v| optional(v, |v| parse_path(base, v)))?,
     };
+    let metrics_binding = r.parse("MetricsBinding", |v| {
+        optional(v, |v| {
+            v.parse::<std::net::SocketAddr>()
+                .map_err(|_| format!("`{v}` is not an IP:port (e.g. 127.0.0.1:9325)"))
+        })
+    })?;
     let delivery = DeliverySettings {
         smart_host: r.parse("SmartHost", parse_next_hops)?,
         smart_host_type: r.parse("SmartHostType", parse_smart_host_type)?,
@@ -486,6 +492,7 @@ fn build(
         ip_deny,
         ip_grant,
         log,
+        metrics_binding,
     })
 }
 

@@ -168,6 +168,8 @@ pub struct VirtualServer {
     pub ip_grant: HostList,
     /// Protocol log.
     pub log: LogSettings,
+    /// MetricsBinding: where `/metrics` and `/status` are served (None: off).
+    pub metrics_binding: Option<std::net::SocketAddr>,
     /// Delivery.
     pub delivery: DeliverySettings,
     /// TLS, AUTH and per-client limits.
@@ -237,6 +239,12 @@ impl VirtualServer {
                     .server_log
                     .as_ref()
                     .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+            ),
+            (
+                "MetricsBinding",
+                self.metrics_binding
+                    .map(|a| a.to_string())
                     .unwrap_or_default(),
             ),
             (

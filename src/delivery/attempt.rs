@@ -224,6 +224,7 @@ pub fn run(engine: &Engine, qid: &str, key: &str, held: &mut Option<Held>) -> Af
         state.delay_notified = true;
     }
     persist(engine, qid, &state);
+    engine.metrics.deferred.inc();
     // The routes of what is still pending, as decided above: the connections it waits for.
     let waiting = |rcpts: &[&Recipient]| {
         rcpts.iter().any(|r| {
@@ -661,6 +662,9 @@ fn send_all(
                 .collect();
             match h.conn.send(out, &list) {
                 Ok(outcomes) => {
+                    if outcomes.iter().any(|o| matches!(o, Outcome::Delivered(_))) {
+                        engine.metrics.bytes_out.add(out.data.len() as u64);
+                    }
                     for (r, o) in chunk.iter().zip(outcomes) {
                         match o {
                             Outcome::Delivered(reply) => {

@@ -57,6 +57,8 @@ pub struct Engine {
     stopping: AtomicBool,
     /// The delivery threads (at most MaxOutConnections).
     pool: Pool<Job, ()>,
+    /// What delivery counts (read by the metrics).
+    pub metrics: Arc<crate::metrics::Delivery>,
 }
 
 impl Engine {
@@ -370,6 +372,7 @@ impl Service {
                 fresh: Mutex::new(HashMap::new()),
                 stopping: AtomicBool::new(false),
                 pool,
+                metrics: Arc::default(),
             }
         });
         let _ = inbox.engine.set(Arc::downgrade(&engine));
@@ -450,8 +453,42 @@ impl Service {
         let _ = self.dispatcher.join();
     }
 
+    /// A handle that reads the service's counters, depth and destinations (for the metrics).
+    pub fn monitor(&self) -> Monitor {
+        Monitor {
+            engine: self.engine.clone(),
+        }
+    }
+
     /// The destination table: what waits for each destination, in what state (for the log, and
     /// for queue commands and metrics).
+    pub fn destinations(&self) -> Vec<super::scheduler::Row> {
+        let s = self.engine.sched.lock().unwrap_or_else(|p| p.into_inner());
+        s.table()
+    }
+}
+
+/// Reads a delivery service's state for the metrics: its counters (atomics), and under the
+/// scheduler's lock for one pass each, the Queue's depth and the destination table.
+#[derive(Clone)]
+pub struct Monitor {
+    engine: Arc<Engine>,
+}
+
+impl Monitor {
+    /// What this service counted.
+    pub fn metrics(&self) -> &crate::metrics::Delivery {
+        &self.engine.metrics
+    }
+
+    /// Messages in the Queue's schedule (waiting for a retry, ready, parked or in flight) and when
+    /// the oldest of them arrived.
+    pub fn depth(&self) -> (usize, Option<SystemTime>) {
+        let s = self.engine.sched.lock().unwrap_or_else(|p| p.into_inner());
+        s.depth()
+    }
+
+    /// The destination table (see [`Service::destinations`]).
     pub fn destinations(&self) -> Vec<super::scheduler::Row> {
         let s = self.engine.sched.lock().unwrap_or_else(|p| p.into_inner());
         s.table()

@@ -185,6 +185,35 @@ pub fn finished(engine: &Engine, qid: &str, env: &Envelope, msg: &[u8], state: &
     if let Err(e) = engine.store.finish(qid) {
         log::error!("delivery of {qid}: cannot remove it from the queue: {e}");
     }
+    count_finished(&engine.metrics, qid, state);
+}
+
+/// Counts a message that left the Queue: its recipients, and from its arrival (the queue id's time)
+/// to now when one of them was delivered.
+fn count_finished(m: &crate::metrics::Delivery, qid: &str, state: &State) {
+    let done = state
+        .recipients
+        .iter()
+        .filter(|r| r.status == Status::Done)
+        .count() as u64;
+    let failed = state
+        .recipients
+        .iter()
+        .filter(|r| r.status == Status::Failed)
+        .count() as u64;
+    m.recipients_delivered.add(done);
+    m.recipients_failed.add(failed);
+    if failed > 0 {
+        m.bounced.inc();
+    }
+    if done > 0 {
+        m.delivered.inc();
+        if let Some(age) =
+            crate::id::arrival(qid).and_then(|a| SystemTime::now().duration_since(a).ok())
+        {
+            m.latency.observe(age.as_secs_f64());
+        }
+    }
 }
 
 #[cfg(test)]

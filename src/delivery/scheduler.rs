@@ -161,6 +161,10 @@ pub struct Row {
     pub oldest: Option<SystemTime>,
     /// Messages delivered over its connections since the start.
     pub delivered: u64,
+    /// Ready, but the next hop throttled it since its last delivery (its window shrank).
+    pub throttled: bool,
+    /// Messages waiting for a retry (not due yet) whose first pending destination it is.
+    pub retrying: usize,
 }
 
 /// A piece of work for a delivery thread.
@@ -631,6 +635,20 @@ impl Scheduler {
         self.waiting.len() + self.queued.len()
     }
 
+    /// Every message known (not due yet, ready, parked, in flight) and the arrival of the oldest
+    /// (identifiers sort by arrival: one pass over the identifiers, no file read).
+    pub fn depth(&self) -> (usize, Option<SystemTime>) {
+        let n = self.waiting.len() + self.queued.len() + self.in_flight.len();
+        let oldest = self
+            .waiting
+            .keys()
+            .chain(self.queued.keys())
+            .chain(self.in_flight.iter())
+            .min()
+            .and_then(|id| crate::id::arrival(id));
+        (n, oldest)
+    }
+
     /// The destinations with their state.
     pub fn destinations(&self) -> impl Iterator<Item = (&String, &Destination)> {
         self.dests.iter()
@@ -638,6 +656,12 @@ impl Scheduler {
 
     /// The destination table, sorted by key: one row each, for the log, queue commands and metrics.
     pub fn table(&self) -> Vec<Row> {
+        let mut retrying: HashMap<&str, usize> = HashMap::new();
+        for w in self.waiting.values() {
+            if let Some(k) = w.keys.first() {
+                *retrying.entry(k.as_str()).or_default() += 1;
+            }
+        }
         let mut rows: Vec<Row> = self
             .dests
             .iter()
@@ -655,6 +679,8 @@ impl Scheduler {
                     .min()
                     .and_then(|id| crate::id::arrival(id)),
                 delivered: d.delivered,
+                throttled: d.throttles > 0,
+                retrying: retrying.get(key.as_str()).copied().unwrap_or(0),
             })
             .collect();
         rows.sort_by(|a, b| a.key.cmp(&b.key));

@@ -83,6 +83,8 @@ struct State {
 struct Shared {
     state: Mutex<State>,
     sort_temp: PathBuf,
+    /// Batches and their sizes, for the metrics.
+    metrics: Arc<crate::metrics::Mailroot>,
 }
 
 impl Shared {
@@ -116,10 +118,16 @@ pub struct Pending {
 impl Committer {
     /// The group commit for the mailroot whose temporary files are in `sort_temp`.
     pub fn new(sort_temp: PathBuf) -> Committer {
+        Committer::with_metrics(sort_temp, Arc::default())
+    }
+
+    /// The same, counting its batches into `metrics`.
+    pub fn with_metrics(sort_temp: PathBuf, metrics: Arc<crate::metrics::Mailroot>) -> Committer {
         Committer {
             shared: Arc::new(Shared {
                 state: Mutex::new(State::default()),
                 sort_temp,
+                metrics,
             }),
         }
     }
@@ -199,6 +207,7 @@ fn lead<'a>(shared: &'a Shared, mut st: MutexGuard<'a, State>) -> MutexGuard<'a,
     let batch: Vec<Job> = st.queue.drain(..n).collect();
     st.batches += 1;
     drop(st);
+    shared.metrics.commit_batches.observe(n as f64);
     let unwinding = Unwinding {
         shared,
         tickets: batch

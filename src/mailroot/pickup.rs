@@ -144,12 +144,12 @@ pub fn scan_once(vs: &VirtualServer, store: &Store) -> usize {
             Taken::Committing(c) => {
                 committing.push(c);
                 if committing.len() == IN_FLIGHT {
-                    n += settle(vs, committing.drain(..));
+                    n += settle(vs, store, committing.drain(..));
                 }
             }
         }
     }
-    n + settle(vs, committing.drain(..))
+    n + settle(vs, store, committing.drain(..))
 }
 
 /// What became of one file.
@@ -172,13 +172,14 @@ struct Committing {
 
 /// Waits for the commits; removes each claimed file whose message is safe, gives the others back.
 /// Returns how many were taken.
-fn settle(vs: &VirtualServer, done: impl Iterator<Item = Committing>) -> usize {
+fn settle(vs: &VirtualServer, store: &Store, done: impl Iterator<Item = Committing>) -> usize {
     let mut n = 0;
     for c in done {
         match c.pending.wait() {
             Ok(paths) => {
                 let _ = fs::remove_file(&c.claimed);
                 n += 1;
+                store.metrics().pickup.inc();
                 log::info!(
                     "SMTPSVC{}: pickup {} -> {}",
                     vs.instance,

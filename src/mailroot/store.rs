@@ -69,6 +69,8 @@ pub struct Store {
     handover: Option<Handover>,
     /// The mailroot's group commit.
     committer: Committer,
+    /// What the store counts (batches, Badmail, Pickup), read by the metrics.
+    metrics: Arc<crate::metrics::Mailroot>,
 }
 
 impl fmt::Debug for Store {
@@ -94,8 +96,10 @@ impl Store {
         ] {
             fs::create_dir_all(d).map_err(err("create folder", d))?;
         }
-        let committer = Committer::new(dirs.sort_temp.clone());
+        let metrics: Arc<crate::metrics::Mailroot> = Arc::default();
+        let committer = Committer::with_metrics(dirs.sort_temp.clone(), metrics.clone());
         Ok(Store {
+            metrics,
             sort_temp: dirs.sort_temp.clone(),
             queue: dirs.queue.clone(),
             drop: dirs.drop.clone(),
@@ -103,6 +107,11 @@ impl Store {
             handover,
             committer,
         })
+    }
+
+    /// What this mailroot counted (commit batches, Badmail, Pickup).
+    pub fn metrics(&self) -> &Arc<crate::metrics::Mailroot> {
+        &self.metrics
     }
 
     /// The Queue folder.
@@ -247,6 +256,7 @@ impl Store {
         let path = self.replace(&format!("{id}.bad"), &self.badmail, bad)?;
         self.replace(&format!("{id}.bdr"), &self.badmail, bdr.as_bytes())?;
         crate::os::sync_dir(&self.badmail).map_err(err("fsync folder", &self.badmail))?;
+        self.metrics.badmail.inc();
         Ok(path)
     }
 

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Failed logins per address per minute before the lockout.
@@ -25,6 +26,8 @@ struct Entry {
 #[derive(Debug, Default)]
 pub struct Limiter {
     map: Mutex<HashMap<IpAddr, Entry>>,
+    /// Failed logins since the start (for the metrics).
+    failures: AtomicU64,
 }
 
 impl Limiter {
@@ -45,8 +48,14 @@ impl Limiter {
             .is_some_and(|t| now < t)
     }
 
+    /// Failed logins recorded since the start.
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+
     /// Records a failed login from `ip`.
     pub fn failure(&self, ip: IpAddr) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
         self.failure_at(ip, Instant::now());
     }
 

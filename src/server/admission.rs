@@ -26,6 +26,15 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// Counts this refusal in `stats`.
+    pub fn count(self, stats: &crate::metrics::Sessions) {
+        match self {
+            Refusal::Access => stats.refused_access.inc(),
+            Refusal::MaxConnections => stats.refused_max_connections.inc(),
+            Refusal::MaxPerIp => stats.refused_per_ip.inc(),
+        }
+    }
+
     /// The one line the client gets before the connection is closed.
     pub fn reply(self) -> &'static [u8] {
         match self {
@@ -59,6 +68,9 @@ impl Refusal {
 #[derive(Debug, Default)]
 pub struct Counters {
     active: AtomicUsize,
+    /// What the virtual server's sessions counted (admitted, refused, TLS, messages, bytes), for the
+    /// metrics; sessions open now are [`Counters::active`].
+    pub stats: crate::metrics::Sessions,
     /// Only addresses with a session open: an entry is removed when its count returns to zero.
     per_ip: Mutex<HashMap<IpAddr, u32>>,
 }
@@ -155,10 +167,12 @@ pub fn admit(
         Ok(slot) => {
             // A socket that cannot be made blocking is dropped, and the slot with it.
             stream.set_nonblocking(false).ok()?;
+            counts.stats.total.inc();
             Some(slot)
         }
         Err(r) => {
             r.log(vs, ip);
+            r.count(&counts.stats);
             let _ = stream.write(r.reply());
             None
         }

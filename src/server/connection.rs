@@ -113,6 +113,7 @@ pub fn serve(
         (true, Some(config)) => match tls::server::accept(stream, config.clone(), timeout) {
             Ok((s, d)) => {
                 tls = Some(d);
+                instance.counts.stats.tls.inc();
                 s
             }
             Err(e) => {
@@ -148,6 +149,7 @@ pub fn serve(
     if let Err(refusal) =
         admission::admit_by_name(&vs, peer_ip, name.as_ref().and_then(|n| n.as_deref()))
     {
+        refusal.count(&instance.counts.stats);
         let mut s = conn.stream.borrow_mut();
         let _ = s.write_all(refusal.reply()).and_then(|_| s.flush());
         tls::close(&mut *s);
@@ -373,6 +375,11 @@ impl Conn<'_> {
                     // command and is never logged.
                     let secret = session.in_auth_exchange();
                     let next = session.command(line, out);
+                    let refused = session.take_relay_refusals();
+                    if refused > 0 {
+                        let stats = &self.instance.counts.stats;
+                        stats.relay_refused.add(u64::from(refused));
+                    }
                     // A failed login is answered late (growing with each failure in the session).
                     let penalty = session.take_penalty();
                     if !penalty.is_zero() {
@@ -507,6 +514,7 @@ impl Conn<'_> {
                 self.read_timeout.set(None);
                 *cell = tls;
                 session.tls_started(d);
+                self.instance.counts.stats.tls.inc();
                 Ok(())
             }
             Err(e) => {
@@ -649,6 +657,9 @@ impl Conn<'_> {
                 match intake.commit() {
                     Ok(paths) => {
                         session.committed(true, out);
+                        let stats = &self.instance.counts.stats;
+                        stats.received.inc();
+                        stats.bytes_in.add(end.size);
                         if let Some(e) = envelope {
                             log::info!(
                                 "SMTPSVC{}: {} from <{}> to {} recipient(s), {} bytes, from {} -> {}",

@@ -5,6 +5,7 @@
 pub mod admission;
 pub mod connection;
 pub mod control;
+pub mod exporter;
 pub mod intake;
 pub mod restart;
 
@@ -98,7 +99,7 @@ impl Shared {
 
 /// The instances sessions start with, by position; a reload replaces them (sessions in flight keep
 /// the one they started with).
-type Table = Arc<RwLock<Vec<Arc<Instance>>>>;
+pub(crate) type Table = Arc<RwLock<Vec<Arc<Instance>>>>;
 
 /// An admitted connection, handed from the acceptor to a session thread.
 struct Job {
@@ -163,6 +164,8 @@ pub struct Server {
     /// The Pickup threads, one per delivery service, and what stops them.
     pickups: Vec<JoinHandle<()>>,
     pickup_stop: Arc<AtomicBool>,
+    /// `/metrics` and `/status` (MetricsBinding).
+    exporter: Option<exporter::Exporter>,
 }
 
 /// A file of secrets that other users of the machine can read is a leak waiting to happen: say so
@@ -227,7 +230,7 @@ impl Server {
     pub fn start(config: &Config) -> Result<Server, StartError> {
         let mut instances = Vec::new();
         let mut lives = Vec::new();
-        let mut services: Vec<(std::path::PathBuf, Store, Service)> = Vec::new();
+        let mut services: Vec<(std::path::PathBuf, Store, Service, u32)> = Vec::new();
         let pickup_stop = Arc::new(AtomicBool::new(false));
         let mut pickups = Vec::new();
         if let crate::config::Source::File(ini) = &config.source
@@ -249,8 +252,8 @@ impl Server {
             // first one's delivery settings apply) and its store, which hands Queue mail to it.
             let shared = services
                 .iter()
-                .find(|(q, _, _)| *q == vs.dirs.queue)
-                .map(|(_, s, _)| s.clone());
+                .find(|(q, _, _, _)| *q == vs.dirs.queue)
+                .map(|(_, s, _, _)| s.clone());
             let inbox = Inbox::new();
             let handover = shared.is_none().then(|| inbox.handover());
             let store = Store::open(&vs.dirs, handover).map_err(StartError::Store)?;
@@ -271,7 +274,7 @@ impl Server {
                         pickup::start(live, store.clone(), pickup_stop.clone())
                             .map_err(StartError::Io)?,
                     );
-                    services.push((vs.dirs.queue.clone(), store.clone(), service));
+                    services.push((vs.dirs.queue.clone(), store.clone(), service, vs.instance));
                     store
                 }
             };
@@ -306,6 +309,26 @@ impl Server {
             .map(|i| i.vs.max_connections as usize)
             .sum();
         let instances: Table = Arc::new(RwLock::new(instances));
+        let exporter = match config.servers.first().and_then(|vs| vs.metrics_binding) {
+            Some(addr) => Some(
+                exporter::Exporter::start(
+                    addr,
+                    exporter::Sources {
+                        instances: instances.clone(),
+                        queues: services
+                            .iter()
+                            .map(|(_, store, service, instance)| exporter::QueueSource {
+                                instance: *instance,
+                                store: store.clone(),
+                                monitor: service.monitor(),
+                            })
+                            .collect(),
+                    },
+                )
+                .map_err(StartError::Io)?,
+            ),
+            None => None,
+        };
         let table = instances.clone();
         let accept_stopping = stopping.clone();
         let pool_shared = shared.clone();
@@ -364,15 +387,21 @@ impl Server {
             acceptor: Some(handle),
             log_thread,
             bound,
-            services: services.into_iter().map(|(_, _, s)| s).collect(),
+            services: services.into_iter().map(|(_, _, s, _)| s).collect(),
             pickups,
             pickup_stop,
+            exporter,
         })
     }
 
     /// The addresses actually bound, by instance (port 0 in the config becomes the real port here).
     pub fn local_addrs(&self) -> &[(u32, SocketAddr)] {
         &self.bound
+    }
+
+    /// Where `/metrics` and `/status` are served (MetricsBinding), if they are.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.exporter.as_ref().map(|e| e.local_addr())
     }
 
     /// A handle that can stop the server from another thread.
@@ -470,6 +499,9 @@ impl Server {
     /// Returns the number of sessions still open when the grace period ended.
     pub fn shutdown(mut self, grace: Duration) -> usize {
         self.stopper.stop();
+        if let Some(e) = self.exporter.take() {
+            e.stop();
+        }
         if let Some(h) = self.acceptor.take() {
             let _ = h.join();
         }

@@ -1,9 +1,9 @@
 //! The keys a reload cannot apply to a running server: the folders (the store, Pickup and delivery
-//! are built on them), the protocol log's place and period (its writer thread), and the sizes of
-//! the thread pools and of the delivery machinery chosen at start-up. Everything else — limits,
-//! relay lists, connection control, routes, smart hosts, OAuth, retries, the users file, the TLS
-//! certificate, the bindings — takes effect live. `mailroot check` and the reload log name the keys
-//! of this list that differ from what runs.
+//! are built on them), the protocol log's place and period (its writer thread), the sizes of the
+//! thread pools and of the delivery machinery chosen at start-up, and MetricsBinding (the
+//! exporter's listener). Everything else — limits, relay lists, connection control, routes, smart
+//! hosts, OAuth, retries, the users file, the TLS certificate, the bindings — takes effect live.
+//! `mailroot check` and the reload log name the keys of this list that differ from what runs.
 
 use crate::config::VirtualServer;
 
@@ -25,6 +25,7 @@ pub const KEYS: &[&str] = &[
     "DnsServers",
     "DestinationInitialConcurrency",
     "DeadDestinationFailures",
+    "MetricsBinding",
 ];
 
 /// `new` with the running value of every key that needs a restart, and the keys that differed.
@@ -98,6 +99,9 @@ pub fn keep_running(
     ) {
         d.dead_failures = w.dead_failures;
     }
+    if keep("MetricsBinding", vs.metrics_binding != was.metrics_binding) {
+        vs.metrics_binding = was.metrics_binding;
+    }
     (vs, changed)
 }
 
@@ -122,5 +126,18 @@ mod tests {
         assert_eq!(keys, vec!["QueueDirectory", "LogType", "MaxOutConnections"]);
         assert!(keys.iter().all(|k| KEYS.contains(k)));
         assert!(keep_running(&was, &was.clone()).1.is_empty());
+    }
+
+    #[test]
+    fn metrics_binding_needs_a_restart() {
+        let was = test_server();
+        let mut new = was.clone();
+        new.metrics_binding = Some("127.0.0.1:9325".parse().unwrap());
+        let (vs, keys) = keep_running(&was, &new);
+        assert_eq!(
+            vs.metrics_binding, None,
+            "the running exporter stays as it is"
+        );
+        assert_eq!(keys, vec!["MetricsBinding"]);
     }
 }

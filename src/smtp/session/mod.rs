@@ -118,9 +118,16 @@ pub struct Session {
     errors: u32,
     session_bytes: u64,
     pending: Option<&'static [u8]>,
+    /// RCPT TO refused for relaying since [`Session::take_relay_refusals`] last asked.
+    relay_refusals: u32,
 }
 
 impl Session {
+    /// RCPT TO commands refused for relaying since the last call (for the metrics).
+    pub fn take_relay_refusals(&mut self) -> u32 {
+        std::mem::take(&mut self.relay_refusals)
+    }
+
     /// A new session with a client at `peer`; `may_relay` comes from `policy::access::may_relay`.
     pub fn new(vs: Arc<VirtualServer>, peer: IpAddr, may_relay: bool) -> Session {
         Session {
@@ -142,6 +149,7 @@ impl Session {
             errors: 0,
             session_bytes: 0,
             pending: None,
+            relay_refusals: 0,
         }
     }
 
@@ -465,6 +473,7 @@ impl Session {
         };
         let local = match relay::decide(&self.vs, may_relay, &to) {
             Decision::Denied => {
+                self.relay_refusals += 1;
                 reply::unable_to_relay(out, &address);
                 return self.error(out);
             }
