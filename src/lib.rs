@@ -61,6 +61,7 @@ pub(crate) mod testutil {
             metrics_binding: None,
             ip_deny: crate::config::HostList::default(),
             ip_grant: crate::config::HostList::default(),
+            proxy_protocol_from: IpList::default(),
             log: LogSettings {
                 enabled: false,
                 directory: PathBuf::from("logs"),

@@ -115,6 +115,11 @@ pub const SERVER_KEYS: &[KeyDef] = &[
         meaning: "IPs, CIDR ranges and host names (*.domain) admitted (when IPGrantByDefault = 0)",
     },
     KeyDef {
+        name: "ProxyProtocolFrom",
+        default: "",
+        meaning: "IPs and CIDR ranges of load balancers whose connections start with a PROXY protocol header (v1 or v2) naming the real client; empty = none",
+    },
+    KeyDef {
         name: "LogType",
         default: "1",
         meaning: "W3C extended protocol log: 1 = on, 0 = off",

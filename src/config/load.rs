@@ -357,6 +357,7 @@ fn build(
     let ip_grant_by_default = r.parse("IPGrantByDefault", parse_bool)?;
     let ip_deny = r.parse("IPDeny", HostList::parse)?;
     let ip_grant = r.parse("IPGrant", HostList::parse)?;
+    let proxy_protocol_from = r.parse("ProxyProtocolFrom", IpList::parse)?;
     let log = LogSettings {
         enabled: r.parse("LogType", parse_bool)?,
         directory: r.parse("LogFileDirectory", |v| parse_path(base, v))?,
@@ -491,6 +492,7 @@ fn build(
         ip_grant_by_default,
         ip_deny,
         ip_grant,
+        proxy_protocol_from,
         log,
         metrics_binding,
     })

@@ -166,6 +166,9 @@ pub struct VirtualServer {
     pub ip_deny: HostList,
     /// IPGrant.
     pub ip_grant: HostList,
+    /// ProxyProtocolFrom: the load balancers whose connections start with a PROXY protocol header
+    /// (on every binding of the virtual server).
+    pub proxy_protocol_from: IpList,
     /// Protocol log.
     pub log: LogSettings,
     /// MetricsBinding: where `/metrics` and `/status` are served (None: off).
@@ -229,6 +232,7 @@ impl VirtualServer {
             ),
             ("IPDeny", self.ip_deny.to_string()),
             ("IPGrant", self.ip_grant.to_string()),
+            ("ProxyProtocolFrom", self.proxy_protocol_from.to_string()),
             ("LogType", u8::from(self.log.enabled).to_string()),
             ("LogFileDirectory", p(&self.log.directory)),
             ("LogFilePeriod", self.log.period.code().to_string()),

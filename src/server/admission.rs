@@ -1,16 +1,25 @@
 //! Connection admission, all of it: connection control (IPGrant/IPDeny), MaxConnections and
-//! MaxConnectionsPerIp, the counts behind the two limits and their one release, and the one-line
-//! refusals. The acceptor asks [`admit`] for every connection, so a refused client gets its answer
-//! without costing a session thread; only connection control by name waits for the session thread,
-//! which looks the name up and asks [`admit_by_name`] (the acceptor never waits for DNS).
+//! MaxConnectionsPerIp, the counts behind the two limits and their one release, the one-line
+//! refusals, and the PROXY protocol's place in them. The acceptor asks [`admit`] for every
+//! connection, so a refused client gets its answer without costing a session thread; only what
+//! needs a wait happens on the session thread: connection control by name ([`admit_by_name`], after
+//! a DNS lookup; the acceptor never waits for DNS), and a connection from a ProxyProtocolFrom load
+//! balancer, whose client is known only once its header has arrived. Such a connection is admitted
+//! in two steps: [`admit`] takes its MaxConnections place (the balancer's address is not the
+//! client's, so neither connection control nor the per-address count applies to it), and
+//! [`admit_proxied`] reads the header and then decides for the client it names (connection control
+//! by address, MaxConnectionsPerIp counted for that client).
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::net::{IpAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use crate::config::VirtualServer;
+use crate::config::ipnet::canonical;
+use crate::net::proxy::{self, Proxied};
 use crate::policy::access;
 use crate::smtp::reply;
 
@@ -90,24 +99,23 @@ impl Counters {
         max_per_ip: u32,
         exempt: impl FnOnce() -> bool,
     ) -> Result<Slot, Refusal> {
+        let mut slot = self.take_session(max_connections)?;
+        slot.take_ip(ip, max_per_ip, exempt)?;
+        Ok(slot)
+    }
+
+    /// Takes a session slot under MaxConnections only (the per-address count is the slot's
+    /// [`Slot::take_ip`]).
+    fn take_session(self: &Arc<Self>, max_connections: usize) -> Result<Slot, Refusal> {
         let before = self.active.fetch_add(1, Ordering::AcqRel);
         // From here every way out gives back what the slot holds, through its one release.
-        let mut slot = Slot {
+        let slot = Slot {
             counters: self.clone(),
             ip: None,
+            awaits_header: false,
         };
         if before >= max_connections {
             return Err(Refusal::MaxConnections);
-        }
-        let over = {
-            let mut m = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
-            let n = m.entry(ip).or_insert(0);
-            *n += 1;
-            slot.ip = Some(ip);
-            *n > max_per_ip
-        };
-        if over && !exempt() {
-            return Err(Refusal::MaxPerIp);
         }
         Ok(slot)
     }
@@ -134,6 +142,43 @@ pub struct Slot {
     counters: Arc<Counters>,
     /// Set once the per-address count includes this slot.
     ip: Option<IpAddr>,
+    /// It came from a ProxyProtocolFrom balancer: [`admit_proxied`] has yet to read the header and
+    /// admit the client it names.
+    awaits_header: bool,
+}
+
+impl Slot {
+    /// Whether the connection came from a ProxyProtocolFrom balancer and the session thread must
+    /// call [`admit_proxied`] before anything else.
+    pub fn awaits_header(&self) -> bool {
+        self.awaits_header
+    }
+
+    /// Counts this slot for `ip` under MaxConnectionsPerIp (once); `exempt` is asked only when the
+    /// limit is reached. Refused, the count is given back when the slot is dropped.
+    fn take_ip(
+        &mut self,
+        ip: IpAddr,
+        max_per_ip: u32,
+        exempt: impl FnOnce() -> bool,
+    ) -> Result<(), Refusal> {
+        debug_assert!(self.ip.is_none(), "a slot counts for one address");
+        let over = {
+            let mut m = self
+                .counters
+                .per_ip
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let n = m.entry(ip).or_insert(0);
+            *n += 1;
+            self.ip = Some(ip);
+            *n > max_per_ip
+        };
+        if over && !exempt() {
+            return Err(Refusal::MaxPerIp);
+        }
+        Ok(())
+    }
 }
 
 impl Drop for Slot {
@@ -146,14 +191,24 @@ impl Drop for Slot {
 /// it needs no name, then MaxConnections, then MaxConnectionsPerIp (clients that may relay are
 /// exempt, as Postfix's smtpd_client_connection_count_limit exempts mynetworks). A refused client
 /// gets its one line on the still non-blocking socket (a full buffer never stalls the acceptor) and
-/// `None`. An admitted client's socket is made blocking and its slot returned.
+/// `None`. An admitted client's socket is made blocking and its slot returned. A connection from a
+/// ProxyProtocolFrom balancer is checked against MaxConnections only, and its slot
+/// [`awaits_header`](Slot::awaits_header): the acceptor never reads it (nothing is read at all when
+/// the list is empty).
 pub fn admit(
     stream: &mut TcpStream,
     ip: IpAddr,
     vs: &VirtualServer,
     counts: &Arc<Counters>,
 ) -> Option<Slot> {
-    let taken = if !access::needs_name(vs) && !access::may_connect(vs, ip, None) {
+    let taken = if vs.proxy_protocol_from.contains(ip) {
+        counts
+            .take_session(vs.max_connections as usize)
+            .map(|mut slot| {
+                slot.awaits_header = true;
+                slot
+            })
+    } else if !access::needs_name(vs) && !access::may_connect(vs, ip, None) {
         Err(Refusal::Access)
     } else {
         counts.take(
@@ -174,6 +229,63 @@ pub fn admit(
             r.log(vs, ip);
             r.count(&counts.stats);
             let _ = stream.write(r.reply());
+            None
+        }
+    }
+}
+
+/// The longest a balancer's header may take, whatever ConnectionTimeout says: a balancer writes it
+/// at once, and a connection waiting for it holds a session thread.
+pub const PROXY_HEADER_WAIT: Duration = Duration::from_secs(30);
+
+/// The second step for a connection [`admit`] took from a ProxyProtocolFrom balancer (`balancer`),
+/// on the session thread (`stream` blocking, with its write timeout set): reads the PROXY header
+/// within ConnectionTimeout (at most [`PROXY_HEADER_WAIT`]), then decides for the client it names
+/// (a `LOCAL` or `UNKNOWN` header, the balancer's health check, stands for the balancer itself):
+/// connection control by address, then MaxConnectionsPerIp for that client. Returns the client's
+/// address, which the session uses from then on. No valid header: the connection is closed without
+/// a word (a balancer would not pass one on) and the log says why; a refused client gets its one
+/// line, as from [`admit`].
+pub fn admit_proxied(
+    slot: &mut Slot,
+    stream: &mut TcpStream,
+    balancer: SocketAddr,
+    vs: &VirtualServer,
+) -> Option<SocketAddr> {
+    debug_assert!(slot.awaits_header);
+    let within = vs.connection_timeout.min(PROXY_HEADER_WAIT);
+    let client = match proxy::read_header(stream, within) {
+        Ok(Proxied::Client(a)) => SocketAddr::new(canonical(a.ip()), a.port()),
+        Ok(Proxied::Local) => balancer,
+        Err(e) => {
+            log::warn!(
+                "SMTPSVC{}: connection from {} (ProxyProtocolFrom) closed: {e}",
+                vs.instance,
+                balancer.ip()
+            );
+            return None;
+        }
+    };
+    slot.awaits_header = false;
+    let ip = client.ip();
+    let taken = if !access::needs_name(vs) && !access::may_connect(vs, ip, None) {
+        Err(Refusal::Access)
+    } else {
+        slot.take_ip(ip, vs.security.max_per_ip, || access::may_relay(vs, ip))
+    };
+    match taken {
+        Ok(()) => {
+            log::debug!(
+                "SMTPSVC{}: {} connects through {}",
+                vs.instance,
+                client,
+                balancer.ip()
+            );
+            Some(client)
+        }
+        Err(r) => {
+            r.log(vs, ip);
+            let _ = stream.write_all(r.reply()).and_then(|_| stream.flush());
             None
         }
     }
@@ -289,6 +401,54 @@ mod tests {
         c2.read_to_end(&mut got).unwrap();
         assert_eq!(got, reply::TOO_MANY_CONNECTIONS);
         assert_eq!(c.active(), 1);
+
+        drop(slot);
+        assert!(empty(&c));
+    }
+
+    #[test]
+    fn a_balancer_is_admitted_in_two_steps() {
+        use std::io::Write as _;
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut vs = crate::testutil::test_server();
+        vs.proxy_protocol_from = crate::config::IpList::parse("127.0.0.1").unwrap();
+        vs.security.max_per_ip = 1;
+        let c = Arc::new(Counters::default());
+        let lb = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let balancer = SocketAddr::new(lb, 40000);
+
+        // Step one, in the acceptor: a MaxConnections place, nothing per address, nothing read.
+        let (mut s1, mut c1) = pair(&l);
+        let mut slot = admit(&mut s1, lb, &vs, &c).expect("admitted");
+        assert!(slot.awaits_header());
+        assert_eq!(c.active(), 1);
+        assert!(c.per_ip.lock().unwrap().is_empty());
+
+        // Step two, on the session thread: the header's client is counted.
+        c1.write_all(b"PROXY TCP4 192.0.2.1 127.0.0.1 1000 25\r\n")
+            .unwrap();
+        let client = admit_proxied(&mut slot, &mut s1, balancer, &vs);
+        assert_eq!(client, Some("192.0.2.1:1000".parse().unwrap()));
+        assert!(!slot.awaits_header());
+        assert_eq!(c.per_ip.lock().unwrap().get(&A), Some(&1));
+
+        // The same client again, through the same balancer: over its MaxConnectionsPerIp.
+        let (mut s2, mut c2) = pair(&l);
+        let mut slot2 = admit(&mut s2, lb, &vs, &c).expect("admitted");
+        c2.write_all(b"PROXY TCP4 192.0.2.1 127.0.0.1 1001 25\r\n")
+            .unwrap();
+        assert_eq!(admit_proxied(&mut slot2, &mut s2, balancer, &vs), None);
+        drop((s2, slot2));
+        let mut got = Vec::new();
+        c2.read_to_end(&mut got).unwrap();
+        assert_eq!(got, reply::TOO_MANY_FROM_IP);
+
+        // No header: refused, and the place given back.
+        let (mut s3, c3) = pair(&l);
+        let mut slot3 = admit(&mut s3, lb, &vs, &c).expect("admitted");
+        drop(c3);
+        assert_eq!(admit_proxied(&mut slot3, &mut s3, balancer, &vs), None);
+        drop(slot3);
 
         drop(slot);
         assert!(empty(&c));

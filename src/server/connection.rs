@@ -13,6 +13,7 @@ use super::intake::Intake;
 use super::{Instance, Shared};
 use crate::config::ipnet::canonical;
 use crate::logging::w3c::{self, Record};
+use crate::net::proxy;
 use crate::net::stream::ServerStream as Stream;
 use crate::net::tls;
 use crate::policy::access;
@@ -93,21 +94,32 @@ struct Conn<'a> {
 /// deadline by at most this.
 const WRITE_SLACK: Duration = Duration::from_millis(250);
 
-/// Serves one accepted connection to the end.
+/// Serves one accepted connection to the end. A connection from a ProxyProtocolFrom balancer
+/// (its `slot` awaits the header) is admitted first ([`admission::admit_proxied`]), and `peer`
+/// becomes the client its header names.
 pub fn serve(
-    stream: TcpStream,
+    mut stream: TcpStream,
     peer: SocketAddr,
     implicit_tls: bool,
     instance: &Instance,
     shared: &Shared,
     bufs: &mut Buffers,
+    slot: &mut admission::Slot,
 ) {
     let local = stream.local_addr().unwrap_or(peer);
     let vs = instance.vs.clone();
-    let peer_ip = canonical(peer.ip());
     let timeout = vs.connection_timeout;
     let _ = stream.set_write_timeout(Some(timeout));
     let _ = stream.set_nodelay(true);
+    let peer = if slot.awaits_header() {
+        match admission::admit_proxied(slot, &mut stream, peer, &vs) {
+            Some(client) => client,
+            None => return,
+        }
+    } else {
+        peer
+    };
+    let peer_ip = canonical(peer.ip());
     let mut tls = None;
     let stream = match (implicit_tls, &vs.security.tls) {
         (true, Some(config)) => match tls::server::accept(stream, config.clone(), timeout) {
@@ -331,7 +343,15 @@ impl Conn<'_> {
         // A BDAT message in progress spans several commands.
         let mut chunked: Option<(Intake, MessagePlan)> = None;
         let mut deadline = Instant::now() + self.timeout;
+        // The first line is looked at for a PROXY header from a peer not in ProxyProtocolFrom.
+        let mut first = true;
         loop {
+            if first && input.start < input.end {
+                first = false;
+                if proxy::looks_like_header(&input.buf[input.start..input.end]) {
+                    return Err(self.refuse_proxy_header(session, out));
+                }
+            }
             let (next, n) = match command::take_line(&input.buf[input.start..input.end]) {
                 Line::Partial => {
                     let idle = input.start == input.end;
@@ -469,6 +489,29 @@ impl Conn<'_> {
                 chunked = None; // RSET, EHLO or a refusal ended the message: its file goes
             }
         }
+    }
+
+    /// A peer not in ProxyProtocolFrom began with a PROXY header: a balancer that the settings do
+    /// not name (or a client pretending to be one). Its header is not believed, and the session is
+    /// not worth having: one line, logged, and the connection closes.
+    fn refuse_proxy_header(&self, session: &Session, out: &mut Vec<u8>) -> Stop {
+        log::warn!(
+            "SMTPSVC{}: {} sent a PROXY protocol header but is not in ProxyProtocolFrom; closed",
+            self.instance.vs.instance,
+            self.peer.ip()
+        );
+        let before = out.len();
+        out.extend_from_slice(reply::PROXY_NOT_ALLOWED);
+        self.log(
+            session,
+            b"PROXY",
+            "-".into(),
+            &out[before..],
+            0,
+            Duration::ZERO,
+        );
+        let _ = self.flush(out);
+        Stop::Close
     }
 
     /// The deadline for the next bytes of message data: ConnectionTimeout of silence at most, and

@@ -105,7 +105,7 @@ pub(crate) type Table = Arc<RwLock<Vec<Arc<Instance>>>>;
 struct Job {
     /// The client socket, blocking.
     stream: TcpStream,
-    /// The client's address.
+    /// The peer's address (a ProxyProtocolFrom balancer's, until its header names the client).
     peer: SocketAddr,
     /// The virtual server it connected to.
     instance: Arc<Instance>,
@@ -343,9 +343,17 @@ impl Server {
                     peer,
                     instance,
                     implicit_tls,
-                    slot,
+                    mut slot,
                 } = job;
-                connection::serve(stream, peer, implicit_tls, &instance, &pool_shared, bufs);
+                connection::serve(
+                    stream,
+                    peer,
+                    implicit_tls,
+                    &instance,
+                    &pool_shared,
+                    bufs,
+                    &mut slot,
+                );
                 drop(slot);
             },
         );

@@ -79,6 +79,9 @@ pub const TOO_MANY_FROM_IP: &[u8] =
     b"421 4.7.0 Too many connections from your address, try again later\r\n";
 /// Connection control denied the client.
 pub const ACCESS_DENIED: &[u8] = b"554 5.7.1 Access denied\r\n";
+/// A peer not in ProxyProtocolFrom began with a PROXY protocol header (then the connection closes).
+pub const PROXY_NOT_ALLOWED: &[u8] =
+    b"554 5.7.0 PROXY protocol header not accepted from this address\r\n";
 
 /// STARTTLS accepted.
 pub const START_TLS: &[u8] = b"220 2.0.0 Ready to start TLS\r\n";
