@@ -214,8 +214,15 @@ fn a_balancer_connection_without_a_valid_header_is_closed() {
         log.contains("no complete PROXY header in time (21 byte(s) received)"),
         "{log}"
     );
-    // Nothing was logged as a session.
-    assert!(client_ips(&srv).is_empty());
+    // A plain TCP health check (connect, close) is no warning.
+    let before = srv.warnings(100).len();
+    drop(Dial::new().from("127.0.0.1").tcp(srv.addr()).unwrap());
+    let mut c = through(&srv, b"PROXY UNKNOWN\r\n");
+    c.greeting();
+    c.quit();
+    assert_eq!(srv.warnings(100).len(), before, "{}", srv.log_text());
+    // Nothing was logged as a session but the last one, the balancer's own.
+    assert!(client_ips(&srv).iter().all(|ip| ip == "127.0.0.1"));
 }
 
 #[test]
@@ -263,4 +270,28 @@ fn without_proxy_protocol_from_a_header_is_refused_from_anyone() {
     c.greeting();
     assert_eq!(c.reply().code, 554);
     c.assert_closed();
+}
+
+#[test]
+fn on_an_implicit_tls_binding_the_header_comes_before_the_handshake() {
+    let ca = common::sink::TestCa::new();
+    let cfg = ca.client_config();
+    let dir = common::TempDir::new("proxy-tls");
+    ca.leaf_for(&[FQDN]).write_pem(dir.path());
+    let ini = proxied()
+        .key("SecureBindings", "127.0.0.1:0")
+        .key("TlsCertificateFile", "cert.pem")
+        .key("TlsKeyFile", "key.pem")
+        .ini();
+    let srv = Server::start_in(dir, &ini);
+    let secure = srv.addrs[1].1;
+    let mut c = Dial::new().from("127.0.0.1").plain(secure).unwrap();
+    c.send(&v2("192.0.2.30", 40000, secure));
+    c.upgrade(&cfg, FQDN).expect("handshake after the header");
+    c.greeting();
+    let text = local_message(&srv, &mut c, 1, "proxied tls");
+    assert!(
+        text.contains("Received: from client.test ([192.0.2.30]) by"),
+        "{text}"
+    );
 }

@@ -257,6 +257,16 @@ pub fn admit_proxied(
     let client = match proxy::read_header(stream, within) {
         Ok(Proxied::Client(a)) => SocketAddr::new(canonical(a.ip()), a.port()),
         Ok(Proxied::Local) => balancer,
+        // Connected and closed without a byte: a balancer's plain TCP health check (an AWS NLB's,
+        // HAProxy's `check` without `check-send-proxy`), not worth a warning every few seconds.
+        Err(proxy::HeaderError::Closed { got: 0 }) => {
+            log::debug!(
+                "SMTPSVC{}: connection from {} (ProxyProtocolFrom) closed before a byte (a TCP health check?)",
+                vs.instance,
+                balancer.ip()
+            );
+            return None;
+        }
         Err(e) => {
             log::warn!(
                 "SMTPSVC{}: connection from {} (ProxyProtocolFrom) closed: {e}",
