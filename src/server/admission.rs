@@ -295,6 +295,7 @@ pub fn admit_proxied(
         }
         Err(r) => {
             r.log(vs, ip);
+            r.count(&slot.counters.stats);
             let _ = stream.write_all(r.reply()).and_then(|_| stream.flush());
             None
         }
