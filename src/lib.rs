@@ -12,9 +12,11 @@
 //! [`delivery::engine`]) → 250. Then [`delivery::attempt`] → [`delivery::route`] →
 //! [`delivery::client`] (the next hop), or [`delivery::report`] (reports, Badmail). Settings come from
 //! [`config`], parsed once; the protocol log is [`logging::w3c`]; platform differences live in [`os`].
+//! An administrator's queue commands are [`admin`]'s.
 
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod config;
 pub mod delivery;
 pub mod id;

@@ -38,7 +38,11 @@ detail in the diagnostic log (standard error).
 fn usage() -> String {
     USAGE.replacen(
         "  mailroot --version | --help\n",
-        &format!("  {}  mailroot --version | --help\n", svc::USAGE),
+        &format!(
+            "{}  {}  mailroot --version | --help\n",
+            mailroot::admin::USAGE,
+            svc::USAGE
+        ),
         1,
     )
 }
@@ -52,6 +56,8 @@ enum Cmd {
     Reload,
     Service(ServiceCommand),
     User(String, Option<String>),
+    /// `queue …` / `badmail …`: the group and the rest of the line (without --config).
+    Admin(String, Vec<String>),
 }
 
 fn main() -> ExitCode {
@@ -106,6 +112,28 @@ fn main() -> ExitCode {
                 i += if needs_name { 2 } else { 1 };
                 cmd = Some(Cmd::User(action, name));
             }
+            group @ ("queue" | "badmail") if cmd.is_none() => {
+                let mut rest = Vec::new();
+                let mut j = i + 1;
+                while j < args.len() {
+                    match args[j].as_str() {
+                        "--config" | "-c" => {
+                            j += 1;
+                            match args.get(j) {
+                                Some(p) => config = Some(PathBuf::from(p)),
+                                None => return usage_error("--config needs a file"),
+                            }
+                        }
+                        a if a.starts_with("--config=") => {
+                            config = Some(PathBuf::from(&a["--config=".len()..]))
+                        }
+                        a => rest.push(a.to_string()),
+                    }
+                    j += 1;
+                }
+                cmd = Some(Cmd::Admin(group.to_string(), rest));
+                break;
+            }
             "--config" | "-c" => {
                 i += 1;
                 match args.get(i) {
@@ -126,6 +154,29 @@ fn main() -> ExitCode {
         Cmd::Reload => reload_command(config.as_deref(), name.as_deref()),
         Cmd::Service(c) => service(c),
         Cmd::User(action, name) => user(config.as_deref(), &action, name.as_deref()),
+        Cmd::Admin(group, rest) => admin(config.as_deref(), &group, &rest),
+    }
+}
+
+/// `mailroot queue …` and `mailroot badmail …` (see `mailroot::admin`).
+fn admin(explicit: Option<&Path>, group: &str, args: &[String]) -> ExitCode {
+    let (cmd, instance) = match mailroot::admin::parse(group, args) {
+        Ok(c) => c,
+        Err(e) => return usage_error(&e),
+    };
+    let config = match load(explicit) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match mailroot::admin::run(&config, &cmd, instance) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("mailroot {group}: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

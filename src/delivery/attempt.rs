@@ -185,7 +185,12 @@ pub fn run(engine: &Engine, qid: &str, key: &str, held: &mut Option<Held>) -> Af
 
     let now = SystemTime::now();
     let arrival = id::arrival(qid).unwrap_or(now);
-    let age = now.duration_since(arrival).unwrap_or(Duration::ZERO);
+    // Time an administrator held it does not count toward its expiry.
+    let held = Duration::from_secs(state.held_for(unix_secs(now)));
+    let age = now
+        .duration_since(arrival)
+        .unwrap_or(Duration::ZERO)
+        .saturating_sub(held);
     let vs = engine.vs();
     let d = &vs.delivery;
     if !state.finished() && age >= d.ndr_expire {
@@ -215,10 +220,7 @@ pub fn run(engine: &Engine, qid: &str, key: &str, held: &mut Option<Held>) -> Af
     if let Some(until) = dead_until {
         next = until;
     }
-    state.next_attempt = next
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    state.next_attempt = unix_secs(next);
     if age >= d.delay_expire && !state.delay_notified && !env.sender.is_empty() {
         report::delayed(engine, qid, &env, msg, &state);
         state.delay_notified = true;
@@ -243,6 +245,12 @@ pub fn run(engine: &Engine, qid: &str, key: &str, held: &mut Option<Held>) -> Af
         }
     }
     After::Again(next, keys)
+}
+
+fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// Recipients no longer pending.

@@ -63,6 +63,22 @@ impl Endpoints {
         }
     }
 
+    /// Ends every dead period now (an administrator's retry): each dead address may be probed by
+    /// one connection at once. How many dead periods in a row it had is kept.
+    pub fn expire_dead(&self, now: SystemTime) -> usize {
+        let mut m = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let mut n = 0;
+        for e in m.values_mut() {
+            if let Some(until) = e.dead_until
+                && until > now
+            {
+                e.dead_until = Some(now);
+                n += 1;
+            }
+        }
+        n
+    }
+
     /// A connection to `addr` worked (greeted and said hello).
     pub fn success(&self, addr: SocketAddr) {
         let mut m = self.map.lock().unwrap_or_else(|p| p.into_inner());
@@ -122,6 +138,15 @@ mod tests {
         assert!(e.usable(a, t(33)).is_ok());
         e.success(a);
         assert!(e.usable(a, t(34)).is_ok());
+        // An administrator's retry ends a dead period at once.
+        let b: SocketAddr = "127.0.0.1:26".parse().unwrap();
+        for i in 0..3 {
+            e.failure(b, "refused", t(40 + i));
+        }
+        assert!(e.usable(b, t(43)).is_err());
+        assert_eq!(e.expire_dead(t(43)), 1);
+        assert!(e.usable(b, t(43)).is_ok(), "one probe now");
+        assert!(e.usable(b, t(43)).is_err(), "and only one");
         assert_eq!(e.failure(a, "x", t(35)), None, "the count starts again");
     }
 }

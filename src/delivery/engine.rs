@@ -47,11 +47,14 @@ pub struct Engine {
     pub cache: Cache,
     /// Which next-hop addresses are dead.
     pub endpoints: Endpoints,
-    sched: Mutex<Scheduler>,
+    pub(super) sched: Mutex<Scheduler>,
+    /// Administrators' changes to messages that were in flight when asked for, applied when
+    /// their attempt ends (see `admin`). Locked after `sched`, never before.
+    pub(super) late: Mutex<HashMap<String, Vec<super::admin::Late>>>,
     /// MaxOutConnectionsPerDomain and MaxMessagesPerMinute of each destination seen, by key (a
     /// domain section may set its own).
     limits: Arc<Mutex<HashMap<String, (u32, u32)>>>,
-    wake: Condvar,
+    pub(super) wake: Condvar,
     /// Messages handed over by the store and not yet attempted: their envelope and body offset.
     fresh: Mutex<HashMap<String, Queued>>,
     stopping: AtomicBool,
@@ -174,7 +177,7 @@ impl Engine {
     }
 
     /// Hands the delivery threads every job the destinations' windows allow now.
-    fn dispatch(&self, s: &mut Scheduler) {
+    pub(super) fn dispatch(&self, s: &mut Scheduler) {
         while let Some(job) = s.next_job(SystemTime::now()) {
             self.pool.submit(job);
         }
@@ -213,7 +216,7 @@ impl Engine {
     }
 
     /// Puts `id` (found in Queue at start-up) in the schedule: due at its state's next attempt, or now.
-    fn enqueue(&self, id: &str) {
+    pub(super) fn enqueue(&self, id: &str) {
         let envelope = match self.store.read_queued_envelope(id) {
             Ok(Some(e)) => e,
             Ok(None) => return,
@@ -228,6 +231,11 @@ impl Engine {
             .ok()
             .flatten()
             .and_then(|t| State::parse(&t).ok());
+        // Held by an administrator: never attempted until released (`admin`).
+        if state.as_ref().is_some_and(State::held) {
+            log::debug!("queue: {id} is held");
+            return;
+        }
         // A block that does not read goes to Badmail at its attempt, which is due now.
         let keys = envelope
             .map(|e| self.keys(&e, state.as_ref()))
@@ -243,10 +251,35 @@ impl Engine {
         }
     }
 
-    /// Ends an attempt of `id` (see `Scheduler::finished`).
-    fn after(&self, id: &str, after: After) {
+    /// Ends an attempt of `id` (see `Scheduler::finished`), first applying what an administrator
+    /// asked for while it was in flight: the message stays in flight (no other thread takes it)
+    /// until none is left.
+    fn after(&self, id: &str, mut after: After) {
+        loop {
+            let s = self.sched.lock().unwrap_or_else(|p| p.into_inner());
+            let late = self
+                .late
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(id);
+            match late {
+                None => return self.settle(s, id, after),
+                Some(late) => {
+                    drop(s);
+                    after = super::admin::apply_late(self, id, late, after);
+                }
+            }
+        }
+    }
+
+    /// Gives `id` back to the schedule as `after` says.
+    pub(super) fn settle(
+        &self,
+        mut s: std::sync::MutexGuard<'_, Scheduler>,
+        id: &str,
+        after: After,
+    ) {
         let now = SystemTime::now();
-        let mut s = self.sched.lock().unwrap_or_else(|p| p.into_inner());
         match after {
             After::Done => s.finished(id, None, now),
             After::Again(due, keys) => {
@@ -368,6 +401,7 @@ impl Service {
                 endpoints: Endpoints::new(d.dead_failures, d.retry.clone()),
                 sched: Mutex::new(scheduler),
                 limits,
+                late: Mutex::new(HashMap::new()),
                 wake: Condvar::new(),
                 fresh: Mutex::new(HashMap::new()),
                 stopping: AtomicBool::new(false),
@@ -451,6 +485,11 @@ impl Service {
         self.engine.cache.close_idle(None, true);
         let _ = self.scan.join();
         let _ = self.dispatcher.join();
+    }
+
+    /// A handle through which an administrator's queue commands reach this service.
+    pub fn admin(&self) -> super::admin::Admin {
+        super::admin::Admin::new(self.engine.clone())
     }
 
     /// A handle that reads the service's counters, depth and destinations (for the metrics).

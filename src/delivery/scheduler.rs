@@ -198,6 +198,31 @@ pub enum Feedback {
     Dead(SystemTime, String),
 }
 
+/// What [`Scheduler::claim`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// A delivery thread is working on it: the claim was not made.
+    InFlight,
+    /// Claimed: out of every queue and marked in flight, so no thread takes it until
+    /// [`Scheduler::finished`] gives it back. Its destinations, when the schedule knew it.
+    Taken(Option<Vec<String>>),
+}
+
+/// What [`Scheduler::retry_now`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Retried {
+    /// It was waiting for a retry time and is due now.
+    Due,
+    /// It was due already; its destination (dead until now) probes at once.
+    Probing,
+    /// It was due already (ready, or parked while its destination probes).
+    AlreadyDue,
+    /// A delivery thread is working on it.
+    InFlight,
+    /// The schedule does not know it.
+    Unknown,
+}
+
 #[derive(Debug, Clone)]
 struct Waiting {
     /// Bumped on every (re)schedule; heap items with an older generation are stale.
@@ -500,6 +525,100 @@ impl Scheduler {
             return;
         }
         self.add(id, due, keys, now);
+    }
+
+    /// Takes `id` out of the schedule for an administrator's change (see [`Claim`]).
+    pub fn claim(&mut self, id: &str) -> Claim {
+        if self.in_flight.contains(id) {
+            return Claim::InFlight;
+        }
+        let keys = if let Some(w) = self.waiting.remove(id) {
+            // Its heap entry is now stale (no waiting entry of its generation).
+            Some(w.keys)
+        } else if let Some(keys) = self.queued.remove(id) {
+            if let Some(d) = self.dests.get_mut(&Self::key_of(&keys)) {
+                d.ready.retain(|x| x != id);
+                d.parked.retain(|x| x != id);
+                d.deferred.remove(id);
+            }
+            Some(keys)
+        } else {
+            None
+        };
+        self.in_flight.insert(id.to_string());
+        Claim::Taken(keys)
+    }
+
+    /// Ends `key`'s dead period now: one message probes it at once.
+    pub fn probe_now(&mut self, key: &str) -> bool {
+        let Some(d) = self.dests.get_mut(key) else {
+            return false;
+        };
+        let DestState::Dead { reason, .. } = &d.state else {
+            return false;
+        };
+        d.state = DestState::Probing {
+            reason: reason.clone(),
+        };
+        if d.queued() > 0 && !self.ring.iter().any(|k| k == key) {
+            self.ring.push_back(key.to_string());
+        }
+        true
+    }
+
+    /// Makes `id` due now; a dead destination it waits for probes at once.
+    pub fn retry_now(&mut self, id: &str, now: SystemTime) -> Retried {
+        if self.in_flight.contains(id) {
+            return Retried::InFlight;
+        }
+        if let Some(w) = self.waiting.remove(id) {
+            let key = Self::key_of(&w.keys);
+            let probing = self.probe_now(&key);
+            self.add(id, now, w.keys, now);
+            return if probing {
+                Retried::Probing
+            } else {
+                Retried::Due
+            };
+        }
+        match self.queued.get(id) {
+            Some(keys) => {
+                let key = Self::key_of(keys);
+                if self.probe_now(&key) {
+                    Retried::Probing
+                } else {
+                    Retried::AlreadyDue
+                }
+            }
+            None => Retried::Unknown,
+        }
+    }
+
+    /// Makes everything waiting for a retry due now and ends every dead period (each dead
+    /// destination probes at once). Returns how many messages were waiting.
+    pub fn retry_all(&mut self, now: SystemTime) -> usize {
+        let ids: Vec<String> = self.waiting.keys().cloned().collect();
+        let n = ids.len();
+        let dead: Vec<String> = self
+            .dests
+            .iter()
+            .filter(|(_, d)| matches!(d.state, DestState::Dead { .. }))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in &dead {
+            self.probe_now(k);
+        }
+        for id in ids {
+            if let Some(w) = self.waiting.remove(&id) {
+                self.add(&id, now, w.keys, now);
+            }
+        }
+        n
+    }
+
+    /// The messages delivery threads (or an administrator's change) are working on now.
+    pub fn in_flight(&self) -> impl Iterator<Item = &String> {
+        self.in_flight.iter()
     }
 
     /// Puts a throttled message back at the front of its destination's queue, due now.
@@ -948,6 +1067,66 @@ mod tests {
         assert_eq!(s.take_for("k", next), None);
         // Nothing was failed or dropped: the rest still wait their turn.
         assert_eq!(s.dests["k"].queued(), 7);
+    }
+
+    #[test]
+    fn a_claimed_message_is_out_of_every_queue_until_given_back() {
+        let mut s = sched(2, 4);
+        s.add("a", t(100), keys("k"), t(0));
+        s.add("b", t(0), keys("k"), t(0));
+        assert_eq!(s.claim("a"), Claim::Taken(Some(keys("k"))));
+        assert_eq!(s.claim("b"), Claim::Taken(Some(keys("k"))));
+        assert_eq!(
+            s.claim("zz"),
+            Claim::Taken(None),
+            "unknown: claimed all the same"
+        );
+        // Neither is handed out, even when due.
+        assert_eq!(s.next_job(t(200)), None);
+        assert_eq!(s.claim("a"), Claim::InFlight, "a second claim waits");
+        s.finished("a", Some((t(0), keys("k"))), t(200));
+        assert_eq!(deliver(s.next_job(t(200))), ("k".into(), vec!["a".into()]));
+        assert_eq!(
+            s.claim("a"),
+            Claim::InFlight,
+            "now a delivery thread has it"
+        );
+    }
+
+    #[test]
+    fn retry_now_makes_due_and_probes_a_dead_destination() {
+        let mut s = sched(1, 4);
+        s.add("a", t(1000), keys("k"), t(0));
+        assert_eq!(s.next_job(t(1)), None);
+        assert_eq!(s.retry_now("a", t(1)), Retried::Due);
+        assert_eq!(s.retry_now("a", t(1)), Retried::AlreadyDue);
+        assert_eq!(s.retry_now("nope", t(1)), Retried::Unknown);
+        let (k, ids) = deliver(s.next_job(t(1)));
+        assert_eq!((k.as_str(), ids), ("k", vec!["a".to_string()]));
+        assert_eq!(s.retry_now("a", t(1)), Retried::InFlight);
+        // The destination dies; the message waits for the end of the dead period.
+        s.feedback("k", Feedback::Dead(t(5000), "refused".into()), t(2));
+        s.finished("a", Some((t(5000), keys("k"))), t(2));
+        s.job_done(&Job::Deliver {
+            key: "k".into(),
+            ids: vec!["a".into()],
+        });
+        assert_eq!(s.next_job(t(3)), None);
+        assert_eq!(s.retry_now("a", t(3)), Retried::Probing);
+        assert!(matches!(s.table()[0].state, DestState::Probing { .. }));
+        assert_eq!(deliver(s.next_job(t(3))), ("k".into(), vec!["a".into()]));
+    }
+
+    #[test]
+    fn retry_all_ends_every_wait() {
+        let mut s = sched(4, 4);
+        s.add("a", t(1000), keys("k"), t(0));
+        s.add("b", t(2000), keys("j"), t(0));
+        s.feedback("j", Feedback::Dead(t(9000), "refused".into()), t(0));
+        assert_eq!(s.retry_all(t(1)), 2);
+        let mut got = vec![deliver(s.next_job(t(1))).1, deliver(s.next_job(t(1))).1];
+        got.sort();
+        assert_eq!(got, vec![vec!["a".to_string()], vec!["b".to_string()]]);
     }
 
     #[test]

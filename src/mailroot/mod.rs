@@ -8,5 +8,6 @@ pub mod commit;
 pub mod error;
 pub mod pickup;
 pub mod pickup_file;
+pub mod queue;
 pub mod state;
 pub mod store;

@@ -11,6 +11,10 @@
 //! rcpt: pending s@example.org | 451 4.3.0 Try again later | mx.example.org
 //! rcpt: failed t@example.org | 550 5.1.1 No such user | mx.example.org
 //! ```
+//!
+//! A message an administrator holds (`mailroot queue hold`) has `held-since: <unix seconds>`; the time
+//! it spent held adds up in `held-total: <seconds>`, which its expiry does not count. Both lines are
+//! written only when they are not zero.
 
 use std::fmt::Write as _;
 
@@ -62,6 +66,11 @@ pub struct State {
     pub delay_notified: bool,
     /// Outcomes, by address.
     pub recipients: Vec<RcptState>,
+    /// Unix seconds since when an administrator holds it (0: not held). Held mail is never
+    /// attempted.
+    pub held_since: u64,
+    /// Seconds it was held before (not counted toward its expiry).
+    pub held_total: u64,
 }
 
 impl State {
@@ -113,6 +122,37 @@ impl State {
         }
     }
 
+    /// Whether an administrator holds it.
+    pub fn held(&self) -> bool {
+        self.held_since != 0
+    }
+
+    /// Holds it from `now` (unix seconds); a message already held stays held since then.
+    pub fn hold(&mut self, now: u64) {
+        if self.held_since == 0 {
+            self.held_since = now.max(1);
+        }
+    }
+
+    /// Releases it at `now`: the time held joins `held_total`, and it is due at once.
+    pub fn release(&mut self, now: u64) {
+        if self.held_since != 0 {
+            self.held_total += now.saturating_sub(self.held_since);
+            self.held_since = 0;
+        }
+        self.next_attempt = 0;
+    }
+
+    /// All the time it was held, up to `now` (unix seconds): its expiry leaves it out.
+    pub fn held_for(&self, now: u64) -> u64 {
+        let current = if self.held_since == 0 {
+            0
+        } else {
+            now.saturating_sub(self.held_since)
+        };
+        self.held_total + current
+    }
+
     /// Whether no recipient is pending.
     pub fn finished(&self) -> bool {
         self.recipients.iter().all(|r| r.status != Status::Pending)
@@ -124,6 +164,12 @@ impl State {
         let _ = writeln!(s, "attempts: {}", self.attempts);
         let _ = writeln!(s, "next-attempt: {}", self.next_attempt);
         let _ = writeln!(s, "delay-notified: {}", u8::from(self.delay_notified));
+        if self.held_since != 0 {
+            let _ = writeln!(s, "held-since: {}", self.held_since);
+        }
+        if self.held_total != 0 {
+            let _ = writeln!(s, "held-total: {}", self.held_total);
+        }
         for r in &self.recipients {
             let dsn = if r.dsn_passed { " | dsn" } else { "" };
             let _ = writeln!(
@@ -160,6 +206,16 @@ impl State {
                         .map_err(|_| format!("line {}: next-attempt", i + 1))?
                 }
                 "delay-notified" => st.delay_notified = v == "1",
+                "held-since" => {
+                    st.held_since = v
+                        .parse()
+                        .map_err(|_| format!("line {}: held-since", i + 1))?
+                }
+                "held-total" => {
+                    st.held_total = v
+                        .parse()
+                        .map_err(|_| format!("line {}: held-total", i + 1))?
+                }
                 "rcpt" => {
                     let mut parts = v.splitn(4, " | ");
                     let head = parts.next().unwrap_or("");
@@ -227,6 +283,29 @@ mod tests {
             Some(Status::Pending)
         );
         assert!(State::parse("bogus: 1\n").is_err());
+    }
+
+    #[test]
+    fn held_time_is_kept_and_added_up() {
+        let mut s = State::new(["a@x.test"]);
+        s.next_attempt = 500;
+        assert!(!s.to_text().contains("held"), "no lines while never held");
+        s.hold(1000);
+        s.hold(1500);
+        assert!(s.held());
+        let t = s.to_text();
+        assert!(t.contains("held-since: 1000\n"), "{t}");
+        assert_eq!(State::parse(&t).unwrap(), s);
+        assert_eq!(s.held_for(1600), 600);
+        s.release(1600);
+        assert!(!s.held());
+        assert_eq!(s.next_attempt, 0, "due at once");
+        assert_eq!(s.held_for(9999), 600);
+        s.hold(2000);
+        s.release(2100);
+        let back = State::parse(&s.to_text()).unwrap();
+        assert_eq!(back.held_total, 700);
+        assert!(!back.held());
     }
 
     #[test]

@@ -119,6 +119,11 @@ impl Store {
         &self.queue
     }
 
+    /// The Badmail folder.
+    pub fn badmail_dir(&self) -> &Path {
+        &self.badmail
+    }
+
     fn queue_file(&self, id: &str) -> PathBuf {
         self.queue.join(format!("{id}.eml"))
     }

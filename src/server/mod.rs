@@ -166,6 +166,8 @@ pub struct Server {
     pickup_stop: Arc<AtomicBool>,
     /// `/metrics` and `/status` (MetricsBinding).
     exporter: Option<exporter::Exporter>,
+    /// The queue commands' endpoint (`control`).
+    control: Option<control::Endpoint>,
 }
 
 /// A file of secrets that other users of the machine can read is a leak waiting to happen: say so
@@ -329,6 +331,23 @@ impl Server {
             ),
             None => None,
         };
+        let control = match config.servers.first() {
+            Some(first) => Some(
+                control::Endpoint::start(
+                    first,
+                    services
+                        .iter()
+                        .map(|(_, store, service, instance)| control::QueueHandle {
+                            instance: *instance,
+                            store: store.clone(),
+                            admin: service.admin(),
+                        })
+                        .collect(),
+                )
+                .map_err(StartError::Io)?,
+            ),
+            None => None,
+        };
         let table = instances.clone();
         let accept_stopping = stopping.clone();
         let pool_shared = shared.clone();
@@ -399,6 +418,7 @@ impl Server {
             pickups,
             pickup_stop,
             exporter,
+            control,
         })
     }
 
@@ -510,6 +530,7 @@ impl Server {
         if let Some(e) = self.exporter.take() {
             e.stop();
         }
+
         if let Some(h) = self.acceptor.take() {
             let _ = h.join();
         }
@@ -524,6 +545,11 @@ impl Server {
         }
         for s in self.services.drain(..) {
             s.stop();
+        }
+        // Last: until the process ends, a queue command must not take it for stopped and change
+        // the files under a delivery that may still be finishing.
+        if let Some(c) = self.control.take() {
+            c.stop();
         }
         // The log thread ends when the last Logger clone is gone; sessions still open hold one, so
         // only wait for it when they are all done.
