@@ -24,7 +24,7 @@ fn frame_and_parse(buf: &[u8]) -> usize {
             Ok(_) => used,
             Err(_) => 0,
         },
-        Line::Partial | Line::TooLong => usize::MAX,
+        Line::Bare(..) | Line::Partial | Line::TooLong => usize::MAX,
     }
 }
 

@@ -2,7 +2,7 @@
 //! (and the BDAT flaw check), and the header inspector. Case counts are kept small so the file runs
 //! in a few seconds with the rest of `cargo test`.
 
-use mailroot::smtp::command::{self, Command, Line, MAX_LINE};
+use mailroot::smtp::command::{self, Bare, Command, Line, MAX_LINE};
 use mailroot::smtp::data::{ChunkCheck, DataScanner, Flaws, Scan};
 use mailroot::smtp::headers::HeaderScan;
 use proptest::prelude::*;
@@ -127,13 +127,25 @@ proptest! {
         while !rest.is_empty() {
             match command::take_line(rest) {
                 Line::Complete(line, used) => {
-                    prop_assert!(!line.contains(&b'\n'), "a complete line contains LF");
-                    prop_assert!(used >= 1 && used <= rest.len() && used <= MAX_LINE);
-                    prop_assert_eq!(rest[used - 1], b'\n');
-                    prop_assert!(line.len() == used - 1 || (line.len() == used - 2 && rest[used - 2] == b'\r'));
+                    prop_assert!(!line.contains(&b'\n') && !line.contains(&b'\r'), "a complete line holds no CR or LF");
+                    prop_assert!(used >= 2 && used <= rest.len() && used <= MAX_LINE);
+                    prop_assert_eq!(&rest[used - 2..used], b"\r\n");
+                    prop_assert_eq!(line.len(), used - 2);
                     prop_assert_eq!(line, &rest[..line.len()]);
                     if let Ok(cmd) = command::parse(line) {
                         check_parsed(&cmd);
+                    }
+                    let _ = command::verb_of(line);
+                    rest = &rest[used..];
+                }
+                Line::Bare(line, used, kind) => {
+                    prop_assert!(!line.contains(&b'\n'), "a bare line contains LF");
+                    prop_assert!(used >= 1 && used <= rest.len() && used <= MAX_LINE);
+                    prop_assert_eq!(rest[used - 1], b'\n');
+                    prop_assert_eq!(line, &rest[..line.len()]);
+                    match kind {
+                        Bare::Lf => prop_assert!(line.len() == used - 1 && (used == 1 || rest[used - 2] != b'\r')),
+                        Bare::Cr => prop_assert!(line.len() == used - 2 && line.contains(&b'\r')),
                     }
                     let _ = command::verb_of(line);
                     rest = &rest[used..];

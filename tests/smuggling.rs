@@ -227,3 +227,46 @@ fn empty_message_and_terminator_only() {
     c.ok("QUIT", 221);
     assert_eq!(srv.wait_files("Drop", 1).len(), 1);
 }
+
+/// The command-line cousin: `MAIL FROM:<a@b>\nRCPT TO:<c@d>\r\n` is one line to a filter in front
+/// that ends lines only at CRLF, two commands to a server that ends them at a bare LF. mailroot
+/// refuses the bare-LF line and the rest of that CRLF line, so neither reading takes effect.
+#[test]
+fn bare_lf_in_command_lines_is_refused_with_the_rest_of_the_line() {
+    let srv = Builder::new().start();
+    let mut c = srv.connect();
+    c.hello();
+    c.send(b"MAIL FROM:<a@b.test>\nRCPT TO:<u@local.test>\r\n");
+    let r = c.reply();
+    assert_eq!(r.code, 500, "{r:?}");
+    assert!(
+        r.text().contains("5.5.2") && r.text().contains("bare LF"),
+        "{r:?}"
+    );
+    let r = c.reply();
+    assert_eq!(r.code, 500, "the rest of the line: {r:?}");
+    c.expect_prefix("DATA", "503");
+    c.send(b"NOOP\rRSET\r\n");
+    let r = c.reply();
+    assert!(r.code == 500 && r.text().contains("bare CR"), "{r:?}");
+    // Back in step: a well-formed transaction goes through.
+    let r = c.send_mail("a@b.test", &["u@local.test"], "Subject: ok\r\n\r\nok\r\n");
+    assert_eq!(r.code, 250, "{r:?}");
+    c.quit();
+    assert_eq!(srv.wait_files("Drop", 1).len(), 1);
+}
+
+#[test]
+fn allow_bare_lf_in_commands_serves_a_legacy_device() {
+    let srv = Builder::new().key("AllowBareLfInCommands", "1").start();
+    let mut c = srv.connect();
+    c.greeting();
+    c.send(b"HELO scanner\nMAIL FROM:<scan@b.test>\nRCPT TO:<u@local.test>\nDATA\n");
+    for want in [250, 250, 250, 354] {
+        assert_eq!(c.reply().code, want);
+    }
+    c.send(b"Subject: scan\r\n\r\npage\r\n.\r\n");
+    assert_eq!(c.reply().code, 250);
+    c.quit();
+    assert_eq!(srv.wait_files("Drop", 1).len(), 1);
+}

@@ -138,12 +138,23 @@ fn starttls_restarts_the_session_and_the_message_records_tls() {
     c.greeting();
     let ext = c.ehlo();
     assert!(ext.has("STARTTLS"), "certificate loaded: {ext:?}");
+    let help = c.ok("HELP", 214).text();
+    assert!(
+        help.contains("STARTTLS"),
+        "HELP lists STARTTLS before TLS: {help}"
+    );
     // A transaction begun in plaintext does not survive the handshake.
     c.ok("MAIL FROM:<before@example.test>", 250);
     starttls(&mut c, &cfg);
     c.expect_prefix("MAIL FROM:<a@example.test>", "503 ");
     let ext = c.ehlo();
     assert!(!ext.has("STARTTLS"), "STARTTLS offered inside TLS: {ext:?}");
+    let help = c.ok("HELP", 214).text();
+    assert!(
+        !help.contains("STARTTLS"),
+        "HELP lists STARTTLS inside TLS: {help}"
+    );
+    assert!(help.contains("EHLO"), "{help}");
     c.expect_prefix("RCPT TO:<rcpt@local.test>", "503 5.5.1 Need mail command");
     c.ok("STARTTLS", 503);
     let (version, cipher) = c.tls_info();

@@ -90,6 +90,11 @@ pub const SERVER_KEYS: &[KeyDef] = &[
         meaning: "protocol errors per session before 421 and close",
     },
     KeyDef {
+        name: "AllowBareLfInCommands",
+        default: "0",
+        meaning: "1 = a command line may end with a bare LF or hold a bare CR (a legacy device that needs it); 0 = such a line is refused with 500 5.5.2 (a filter in front that ends lines only at CRLF would read it differently)",
+    },
+    KeyDef {
         name: "HopCount",
         default: "15",
         meaning: "most Received headers before a message is refused as a loop",
@@ -218,6 +223,11 @@ pub const SERVER_KEYS: &[KeyDef] = &[
         name: "DnsServers",
         default: "",
         meaning: "DNS servers for MX lookups, ip or ip:port, comma-separated (default: the system's)",
+    },
+    KeyDef {
+        name: "OutboundLineLengthLimit",
+        default: "998",
+        meaning: "octets: longer lines are broken with CRLF SPACE when sent to a next hop (as Postfix's smtp_line_length_limit); 0 = never (64 to 998)",
     },
     KeyDef {
         name: "MaxBatchedMessages",

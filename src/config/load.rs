@@ -352,6 +352,7 @@ fn build(
     let max_session_size = r.parse("MaxSessionSize", |v| parse_num::<u64>(v, 0))?;
     let max_recipients = r.parse("MaxRecipients", |v| parse_num::<u32>(v, 1))?;
     let max_smtp_errors = r.parse("MaxSmtpErrors", |v| parse_num::<u32>(v, 1))?;
+    let allow_bare_lf_in_commands = r.parse("AllowBareLfInCommands", parse_bool)?;
     let hop_count = r.parse("HopCount", |v| parse_num::<u32>(v, 1))?;
     let relay_ip_list = r.parse("RelayIpList", IpList::parse)?;
     let ip_grant_by_default = r.parse("IPGrantByDefault", parse_bool)?;
@@ -377,6 +378,13 @@ fn build(
         remote_port: r.parse("RemoteSmtpPort", parse_port)?,
         dns_servers: r.parse("DnsServers", parse_addr_list)?,
         max_batched: r.parse("MaxBatchedMessages", |v| parse_num::<u32>(v, 1))?,
+        line_length_limit: r.parse("OutboundLineLengthLimit", |v| {
+            let n: u32 = parse_num(v, 0)?;
+            if n != 0 && !(64..=998).contains(&n) {
+                return Err("must be 0 (never break lines) or from 64 to 998".into());
+            }
+            Ok(n as usize)
+        })?,
         remote_timeout: r.parse("RemoteTimeout", parse_seconds)?,
         max_out: r.parse("MaxOutConnections", |v| parse_num::<u32>(v, 1))?,
         max_out_per_domain: r.parse("MaxOutConnectionsPerDomain", |v| parse_num::<u32>(v, 1))?,
@@ -487,6 +495,7 @@ fn build(
         max_session_size,
         max_recipients,
         max_smtp_errors,
+        allow_bare_lf_in_commands,
         hop_count,
         relay_ip_list,
         ip_grant_by_default,

@@ -156,6 +156,8 @@ pub struct VirtualServer {
     pub max_recipients: u32,
     /// MaxSmtpErrors.
     pub max_smtp_errors: u32,
+    /// AllowBareLfInCommands: command lines may end with a bare LF (or hold a bare CR).
+    pub allow_bare_lf_in_commands: bool,
     /// HopCount.
     pub hop_count: u32,
     /// RelayIpList.
@@ -224,6 +226,10 @@ impl VirtualServer {
             ("MaxSessionSize", self.max_session_size.to_string()),
             ("MaxRecipients", self.max_recipients.to_string()),
             ("MaxSmtpErrors", self.max_smtp_errors.to_string()),
+            (
+                "AllowBareLfInCommands",
+                u8::from(self.allow_bare_lf_in_commands).to_string(),
+            ),
             ("HopCount", self.hop_count.to_string()),
             ("RelayIpList", self.relay_ip_list.to_string()),
             (
@@ -311,6 +317,10 @@ impl VirtualServer {
                     .join(", "),
             ),
             ("MaxBatchedMessages", self.delivery.max_batched.to_string()),
+            (
+                "OutboundLineLengthLimit",
+                self.delivery.line_length_limit.to_string(),
+            ),
             (
                 "RemoteTimeout",
                 self.delivery.remote_timeout.as_secs().to_string(),
@@ -650,6 +660,8 @@ pub struct DeliverySettings {
     pub dns_servers: Vec<SocketAddr>,
     /// MaxBatchedMessages.
     pub max_batched: u32,
+    /// OutboundLineLengthLimit: lines longer are broken with CRLF SPACE on the wire (0: never).
+    pub line_length_limit: usize,
     /// RemoteTimeout.
     pub remote_timeout: Duration,
     /// MaxOutConnections.

@@ -334,6 +334,7 @@ fn settings(engine: &Engine, rem: &Remote) -> Settings {
         }),
         auth_plaintext: d.auth_plaintext,
         throttle_432: rem.out.throttles_with_432(),
+        line_limit: d.line_length_limit,
     }
 }
 

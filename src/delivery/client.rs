@@ -81,6 +81,8 @@ pub struct Settings {
     pub auth_plaintext: bool,
     /// `432 4.3.2` to the greeting, EHLO or AUTH means throttling (the microsoft365 preset).
     pub throttle_432: bool,
+    /// OutboundLineLengthLimit: longer lines are broken with CRLF SPACE (0: never).
+    pub line_limit: usize,
 }
 
 /// How to log in to the next hop.
@@ -195,6 +197,8 @@ pub struct Connection {
     /// When the transaction under way must be over: a next hop that drips its replies a byte at a
     /// time answers each read within RemoteTimeout, and must still not hold the thread for ever.
     deadline: Option<Instant>,
+    /// OutboundLineLengthLimit.
+    line_limit: usize,
 }
 
 const BUF: usize = 16 * 1024;
@@ -256,6 +260,7 @@ impl Connection {
             healthy: true,
             timeouts: (settings.timeout, settings.transaction_timeout),
             deadline: None,
+            line_limit: settings.line_limit,
         };
         let greeting = c.read_reply().map_err(ConnectError::temp)?;
         if greeting.code != 220 {
@@ -355,6 +360,7 @@ impl Connection {
             healthy: true,
             timeouts: (settings.timeout, settings.transaction_timeout),
             deadline: None,
+            line_limit: settings.line_limit,
         };
         c.hello(settings)?;
         Ok(c)
@@ -743,7 +749,7 @@ impl Connection {
             match data_reply {
                 Some(d) if d.code == 354 => {
                     let mut wire = Vec::with_capacity(WIRE_CHUNK + WIRE_CHUNK / 8 + 8);
-                    let mut enc = DataEncoder::default();
+                    let mut enc = DataEncoder::new(self.line_limit);
                     let mut slices = wire_slices(msg.data, WIRE_CHUNK).peekable();
                     while let Some(slice) = slices.next() {
                         enc.feed(slice, &mut wire);
@@ -815,7 +821,12 @@ fn classify(r: &Reply) -> Outcome {
 /// The message as DATA puts it on the wire: a line starting with "." gets another ".", every line ends
 /// in CRLF (a bare CR or LF becomes CRLF, so mailroot never emits one), then the terminator.
 pub fn encode_data(data: &[u8], out: &mut Vec<u8>) {
-    let mut enc = DataEncoder::default();
+    encode_data_limited(data, 0, out);
+}
+
+/// [`encode_data`], breaking lines longer than `limit` octets with CRLF SPACE (0: never).
+pub fn encode_data_limited(data: &[u8], limit: usize, out: &mut Vec<u8>) {
+    let mut enc = DataEncoder::new(limit);
     enc.feed(data, out);
     enc.finish(out);
 }
@@ -824,35 +835,65 @@ pub fn encode_data(data: &[u8], out: &mut Vec<u8>) {
 const WIRE_CHUNK: usize = 32 * 1024;
 
 /// [`encode_data`] piece by piece, for a message fed in slices. A slice must not end between the CR
-/// and the LF of one line ending (see [`wire_slices`]).
+/// and the LF of one line ending (see [`wire_slices`]). With a line length limit, a line longer than
+/// it is broken by inserting CRLF SPACE (as Postfix's smtp_line_length_limit): strict next hops
+/// refuse lines over 998 octets (RFC 5321 §4.5.3.1.6), and a report quoting such a message would
+/// fail the same way.
 #[derive(Debug)]
 struct DataEncoder {
     line_start: bool,
-}
-
-impl Default for DataEncoder {
-    fn default() -> Self {
-        DataEncoder { line_start: true }
-    }
+    /// Octets of the current wire line so far (a stuffed dot included).
+    col: usize,
+    /// OutboundLineLengthLimit (0: never break).
+    limit: usize,
 }
 
 impl DataEncoder {
+    fn new(limit: usize) -> DataEncoder {
+        DataEncoder {
+            line_start: true,
+            col: 0,
+            // At least two octets a line, or a continuation line (one space) could take nothing.
+            limit: if limit == 0 { 0 } else { limit.max(2) },
+        }
+    }
+
+    /// Part of a line, without a line ending.
+    #[inline]
+    fn put(&mut self, mut seg: &[u8], out: &mut Vec<u8>) {
+        if self.limit != 0 {
+            while self.col + seg.len() > self.limit {
+                let room = self.limit.saturating_sub(self.col);
+                out.extend_from_slice(&seg[..room]);
+                // The continuation starts with a space: never a dot to stuff, and a folded header
+                // line stays in its header.
+                out.extend_from_slice(b"\r\n ");
+                self.col = 1;
+                seg = &seg[room..];
+            }
+        }
+        out.extend_from_slice(seg);
+        self.col += seg.len();
+    }
+
     fn feed(&mut self, data: &[u8], out: &mut Vec<u8>) {
         let mut i = 0;
         while i < data.len() {
             if self.line_start && data[i] == b'.' {
                 out.push(b'.');
+                self.col = 1;
             }
             match memchr::memchr2(b'\r', b'\n', &data[i..]) {
                 None => {
-                    out.extend_from_slice(&data[i..]);
+                    self.put(&data[i..], out);
                     i = data.len();
                     self.line_start = false;
                 }
                 Some(off) => {
-                    out.extend_from_slice(&data[i..i + off]);
+                    self.put(&data[i..i + off], out);
                     let j = i + off;
                     out.extend_from_slice(b"\r\n");
+                    self.col = 0;
                     i = if data[j] == b'\r' && data.get(j + 1) == Some(&b'\n') {
                         j + 2
                     } else {
@@ -912,7 +953,7 @@ mod tests {
             let whole = enc(data);
             for max in 2..=data.len().max(2) + 1 {
                 let mut out = Vec::new();
-                let mut e = DataEncoder::default();
+                let mut e = DataEncoder::new(0);
                 let mut total = 0;
                 for s in wire_slices(data, max) {
                     assert!(!s.is_empty() && s.len() <= max);
@@ -941,5 +982,45 @@ mod tests {
             b"a\r\n..\r\nb\r\n.\r\n",
             "no smuggled terminator can leave"
         );
+    }
+
+    #[test]
+    fn long_lines_are_broken_with_crlf_space() {
+        let lim = |d: &[u8], n: usize| {
+            let mut v = Vec::new();
+            encode_data_limited(d, n, &mut v);
+            v
+        };
+        assert_eq!(
+            lim(b"abcdefgh\r\nab\r\n", 3),
+            b"abc\r\n de\r\n fg\r\n h\r\nab\r\n.\r\n"
+        );
+        // A stuffed dot counts; a continuation never needs one.
+        assert_eq!(lim(b".abcd", 3), b"..a\r\n bc\r\n d\r\n.\r\n");
+        assert_eq!(
+            lim(b"abc\r\n", 3),
+            b"abc\r\n.\r\n",
+            "exactly the limit stays whole"
+        );
+        assert_eq!(lim(b"abcdefgh", 0), enc(b"abcdefgh"));
+        // 2,500 octets at 998: every wire line within it, and the content comes back without the
+        // inserted CRLF SPACE.
+        let long = vec![b'x'; 2500];
+        let wire = lim(&long, 998);
+        for line in wire.split(|b| *b == b'\n') {
+            assert!(line.len() <= 999, "{}", line.len());
+        }
+        let text = String::from_utf8(wire).unwrap().replace("\r\n ", "");
+        assert_eq!(text, format!("{}\r\n.\r\n", "x".repeat(2500)));
+        // Fed in slices, the same.
+        for max in [2, 7, 64, 999, 4096] {
+            let mut out = Vec::new();
+            let mut e = DataEncoder::new(998);
+            for s in wire_slices(&long, max) {
+                e.feed(s, &mut out);
+            }
+            e.finish(&mut out);
+            assert_eq!(out, lim(&long, 998), "slices of {max}");
+        }
     }
 }

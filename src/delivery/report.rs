@@ -37,6 +37,51 @@ fn status_of(reply: &str) -> String {
     }
 }
 
+/// Whether a next hop's refusal is about what the message carries (its size, its lines, its
+/// content), not about the recipient: a report refused so may go again with less of the original.
+fn content_refusal(reply: &str) -> bool {
+    let code = reply.split(' ').next().unwrap_or("");
+    let status = status_of(reply);
+    let mut p = status.split('.');
+    let (class, subject) = (p.next().unwrap_or(""), p.next().unwrap_or(""));
+    let detail = p.next().unwrap_or("");
+    if class != "5" {
+        return false;
+    }
+    match (subject, detail) {
+        // Message length exceeds a limit; too big for the system; syntax (a line too long); media.
+        ("2", "3") | ("3", "4") | ("5", _) | ("6", _) => true,
+        // A bare code from a next hop that sends no enhanced status.
+        ("0", "0") => matches!(code, "500" | "552" | "554"),
+        _ => false,
+    }
+}
+
+/// A report of ours that holds the whole original message (a `message/rfc822` part), remade with
+/// only the original's header section (`text/rfc822-headers`), as RET=HDRS would have made it.
+/// `None` for anything else (a report that holds the headers only already, or not ours).
+fn headers_only(report: &[u8]) -> Option<Vec<u8>> {
+    let head = std::str::from_utf8(super::dsn::header_section(report)).ok()?;
+    let b = head.find("boundary=\"9B095B5ADSN=_")? + "boundary=\"".len();
+    let boundary = &head[b..b + head[b..].find('"')?];
+    let part = format!("--{boundary}\r\nContent-Type: message/rfc822\r\n\r\n");
+    let start = memchr::memmem::find(report, part.as_bytes())?;
+    let body = start + part.len();
+    let end = memchr::memmem::rfind(report, format!("\r\n--{boundary}--").as_bytes())?;
+    let original = report.get(body..end)?;
+    let mut out = report[..start].to_vec();
+    out.extend_from_slice(
+        format!("--{boundary}\r\nContent-Type: text/rfc822-headers\r\n\r\n").as_bytes(),
+    );
+    let headers = super::dsn::header_section(original);
+    out.extend_from_slice(headers);
+    if !headers.ends_with(b"\r\n") {
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    Some(out)
+}
+
 /// Success notices as IIS sends them: "delivered" (subject `(Success)`) for recipients written to the
 /// Drop folder, which is final delivery here, and "relayed" (`(Relay)`) for those handed to a next
 /// hop that did not take the DSN request over. A Drop delivery has no remote MTA.
@@ -146,7 +191,27 @@ pub fn finished(engine: &Engine, qid: &str, env: &Envelope, msg: &[u8], state: &
         .filter(|r| r.status == Status::Failed)
         .collect();
     if !failed.is_empty() {
-        if env.sender.is_empty() {
+        // A report refused for what it carries (a strict next hop's size or line limit, a content
+        // filter) goes once more with the original's headers only, before Badmail.
+        let retry = if env.sender.is_empty() && failed.iter().all(|f| content_refusal(&f.reply)) {
+            headers_only(msg)
+        } else {
+            None
+        };
+        if let Some(short) = retry {
+            let rid = id::next();
+            let sub = env.with_recipients(|r| failed.iter().any(|f| f.address == r.address));
+            match engine.store.commit_message(&rid, sub, b"", &short) {
+                Ok(_) => log::info!(
+                    "delivery of {qid}: the report was refused for its content ({}); sent again as {rid} with the original's headers only",
+                    failed[0].reply
+                ),
+                Err(e) => {
+                    log::error!("delivery of {qid}: cannot queue the shorter report: {e}");
+                    return;
+                }
+            }
+        } else if env.sender.is_empty() {
             // Never a report about a report: the message goes to Badmail.
             let mut reason = String::from(
                 "This message is a delivery status notification that cannot be delivered.\r\n",
@@ -245,6 +310,58 @@ mod tests {
         );
         assert_eq!(success_kinds(vec![r("r@x.test", Some("mx"))]).len(), 1);
         assert!(success_kinds(Vec::new()).is_empty());
+    }
+
+    #[test]
+    fn content_refusals() {
+        assert!(content_refusal("500 Line too long"));
+        assert!(content_refusal(
+            "552 5.3.4 Message size exceeds fixed limit"
+        ));
+        assert!(content_refusal("554 5.6.0 Message content refused"));
+        assert!(content_refusal("550 5.5.2 Syntax error"));
+        assert!(content_refusal("554 Transaction failed"));
+        assert!(!content_refusal("550 5.1.1 No such user"));
+        assert!(!content_refusal("550 5.7.1 Relaying denied"));
+        assert!(!content_refusal("452 4.3.4 too big for now"));
+        assert!(!content_refusal("550 Mailbox unavailable"));
+    }
+
+    #[test]
+    fn a_report_is_remade_with_the_headers_only() {
+        let original = b"Subject: big\r\nFrom: a@b.test\r\n\r\nthe body\r\n";
+        let r = Report {
+            kind: Kind::Failure,
+            reporting_mta: "mx.local.test",
+            postmaster_domain: "local.test",
+            to: "a@b.test",
+            arrival: Utc::from_unix(1_700_000_000, 0),
+            envid: None,
+            recipients: vec![RecipientReport {
+                address: "x@y.test".into(),
+                orcpt: None,
+                status: "5.1.1".into(),
+                diagnostic: None,
+                remote_mta: None,
+            }],
+            original,
+            headers_only: false,
+            id: "0123456789ABCDEF0123456",
+            now: Utc::from_unix(1_700_000_100, 0),
+        };
+        let full = r.build();
+        let short = headers_only(&full).expect("ours, with the whole original");
+        let hdrs = Report {
+            headers_only: true,
+            ..r
+        }
+        .build();
+        assert_eq!(
+            String::from_utf8(short.clone()).unwrap(),
+            String::from_utf8(hdrs).unwrap()
+        );
+        assert!(headers_only(&short).is_none(), "only once");
+        assert!(headers_only(original).is_none(), "not a report");
     }
 
     #[test]

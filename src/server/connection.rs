@@ -388,13 +388,21 @@ impl Conn<'_> {
                     }
                     continue;
                 }
-                Line::Complete(line, n) => {
+                framed @ (Line::Complete(..) | Line::Bare(..)) => {
+                    let (line, n, bare) = match framed {
+                        Line::Bare(line, n, bare) => (line, n, Some(bare)),
+                        Line::Complete(line, n) => (line, n, None),
+                        Line::Partial | Line::TooLong => unreachable!("matched above"),
+                    };
                     let t0 = Instant::now();
                     let before = out.len();
                     // A line answering an AUTH challenge carries credentials: it is not a
                     // command and is never logged.
                     let secret = session.in_auth_exchange();
-                    let next = session.command(line, out);
+                    let next = match bare {
+                        None => session.command(line, out),
+                        Some(bare) => session.bare_line(line, bare, out),
+                    };
                     let refused = session.take_relay_refusals();
                     if refused > 0 {
                         let stats = &self.instance.counts.stats;

@@ -12,30 +12,52 @@ pub const MAX_LINE: usize = 512;
 /// The result of framing one line.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Line<'a> {
-    /// A complete line without its line ending, and the bytes it took from the buffer.
+    /// A complete line ended by CRLF, without it, and the bytes it took from the buffer.
     Complete(&'a [u8], usize),
+    /// A line ended by a bare LF, or holding a bare CR (RFC 5321 §2.3.8 forbids both), without its
+    /// line ending, and the bytes it took. A filter in front that ends lines only at CRLF would read
+    /// it, and what follows up to the next CRLF, as one line: the session refuses it unless told to
+    /// accept it (AllowBareLfInCommands).
+    Bare(&'a [u8], usize, Bare),
     /// No line end yet; read more.
     Partial,
     /// More than [`MAX_LINE`] octets without a line end. The caller discards up to the next LF.
     TooLong,
 }
 
-/// Frames the first line in `buf`. CRLF ends a line; a bare LF is accepted too (as Postfix does),
-/// which carries no smuggling risk in command mode because commands are not data.
+/// Which forbidden line ending a [`Line::Bare`] line has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bare {
+    /// It ends with a LF that no CR precedes.
+    Lf,
+    /// It ends with CRLF but holds a CR that no LF follows.
+    Cr,
+}
+
+/// Frames the first line in `buf`: it ends at the first LF. A CRLF ending is [`Line::Complete`];
+/// a bare LF ending or a bare CR inside is [`Line::Bare`].
 #[inline]
 pub fn take_line(buf: &[u8]) -> Line<'_> {
     let window = &buf[..buf.len().min(MAX_LINE)];
-    match memchr::memchr(b'\n', window) {
-        Some(lf) => {
-            let end = if lf > 0 && buf[lf - 1] == b'\r' {
-                lf - 1
-            } else {
-                lf
-            };
-            Line::Complete(&buf[..end], lf + 1)
-        }
-        None if buf.len() >= MAX_LINE => Line::TooLong,
-        None => Line::Partial,
+    // One scan for the first CR or LF: a well-formed line has its CR right before its LF.
+    match memchr::memchr2(b'\r', b'\n', window) {
+        Some(i) if window[i] == b'\n' => Line::Bare(&buf[..i], i + 1, Bare::Lf),
+        Some(i) if window.get(i + 1) == Some(&b'\n') => Line::Complete(&buf[..i], i + 2),
+        Some(i) if i + 1 < window.len() => match memchr::memchr(b'\n', &window[i + 1..]) {
+            Some(rel) => {
+                let lf = i + 1 + rel;
+                if buf[lf - 1] == b'\r' {
+                    Line::Bare(&buf[..lf - 1], lf + 1, Bare::Cr)
+                } else {
+                    Line::Bare(&buf[..lf], lf + 1, Bare::Lf)
+                }
+            }
+            None if buf.len() >= MAX_LINE => Line::TooLong,
+            None => Line::Partial,
+        },
+        // A CR at the end of what is here: its LF may be next.
+        _ if buf.len() >= MAX_LINE => Line::TooLong,
+        _ => Line::Partial,
     }
 }
 
@@ -293,15 +315,39 @@ mod tests {
     #[test]
     fn framing() {
         assert_eq!(take_line(b"NOOP\r\nQUIT\r\n"), Line::Complete(b"NOOP", 6));
-        assert_eq!(take_line(b"NOOP\nQUIT"), Line::Complete(b"NOOP", 5));
+        assert_eq!(take_line(b"NOOP\nQUIT"), Line::Bare(b"NOOP", 5, Bare::Lf));
         assert_eq!(take_line(b"NOO"), Line::Partial);
         assert_eq!(take_line(b"NOOP\r"), Line::Partial);
         assert_eq!(take_line(b"\r\n"), Line::Complete(b"", 2));
+        assert_eq!(take_line(b"\n"), Line::Bare(b"", 1, Bare::Lf));
+        // The smuggling shape: two commands joined by a bare LF are framed apart, the first as bare.
+        assert_eq!(
+            take_line(b"MAIL FROM:<a@b>\nRCPT TO:<c@d>\r\n"),
+            Line::Bare(b"MAIL FROM:<a@b>", 16, Bare::Lf)
+        );
+        assert_eq!(
+            take_line(b"RCPT TO:<c@d>\r\n"),
+            Line::Complete(b"RCPT TO:<c@d>", 15)
+        );
+        // A bare CR inside a CRLF line, and one before a bare LF.
+        assert_eq!(
+            take_line(b"NOOP\rQUIT\r\n"),
+            Line::Bare(b"NOOP\rQUIT", 11, Bare::Cr)
+        );
+        assert_eq!(
+            take_line(b"NOOP\rQUIT\nX"),
+            Line::Bare(b"NOOP\rQUIT", 10, Bare::Lf)
+        );
+        assert_eq!(take_line(b"NOOP\rQU"), Line::Partial);
         let long = vec![b'a'; MAX_LINE];
         assert_eq!(take_line(&long), Line::TooLong);
-        let mut ok_line = vec![b'a'; MAX_LINE - 1];
-        ok_line.push(b'\n');
+        let mut ok_line = vec![b'a'; MAX_LINE - 2];
+        ok_line.extend_from_slice(b"\r\n");
         assert!(matches!(take_line(&ok_line), Line::Complete(_, 512)));
+        // Its CR is the last byte of the window: the LF beyond makes it too long.
+        let mut over = vec![b'a'; MAX_LINE - 1];
+        over.extend_from_slice(b"\r\n");
+        assert_eq!(take_line(&over), Line::TooLong);
     }
 
     #[test]

@@ -36,6 +36,15 @@ pub const NOOP: &[u8] = b"250 2.0.0 OK\r\n";
 pub const RSET: &[u8] = b"250 2.0.0 Resetting\r\n";
 /// DATA accepted.
 pub const START_DATA: &[u8] = b"354 Start mail input; end with <CRLF>.<CRLF>\r\n";
+/// A command line ending with a bare LF (RFC 5321 §2.3.8).
+pub const BARE_LF_COMMAND: &[u8] =
+    b"500 5.5.2 Syntax error: bare LF in a command line (lines end with CRLF)\r\n";
+/// A command line holding a bare CR.
+pub const BARE_CR_COMMAND: &[u8] =
+    b"500 5.5.2 Syntax error: bare CR in a command line (lines end with CRLF)\r\n";
+/// The rest of a line that began with a bare LF, up to its CRLF.
+pub const BARE_LF_TAIL: &[u8] =
+    b"500 5.5.2 Syntax error: the rest of a command line with a bare LF (lines end with CRLF)\r\n";
 /// Command line over 512 octets.
 pub const LINE_TOO_LONG: &[u8] = b"500 5.5.2 Line too long\r\n";
 /// Unknown verb.

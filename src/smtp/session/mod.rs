@@ -15,7 +15,7 @@ mod plan;
 pub use plan::MessagePlan;
 
 use super::address::{Mailbox, Path};
-use super::command::{self, Command, ParseError};
+use super::command::{self, Bare, Command, ParseError};
 use super::data::Flaws;
 use super::envelope::{Envelope, Recipient};
 use super::params::{Body, MailParams, RcptParams};
@@ -120,6 +120,9 @@ pub struct Session {
     pending: Option<&'static [u8]>,
     /// RCPT TO refused for relaying since [`Session::take_relay_refusals`] last asked.
     relay_refusals: u32,
+    /// The last line ended with a bare LF and was refused: up to the next CRLF, what comes is the
+    /// same line to a filter that ends lines only at CRLF, and is refused too.
+    bare_tail: bool,
 }
 
 impl Session {
@@ -150,6 +153,7 @@ impl Session {
             session_bytes: 0,
             pending: None,
             relay_refusals: 0,
+            bare_tail: false,
         }
     }
 
@@ -271,8 +275,38 @@ impl Session {
         self.error(out)
     }
 
+    /// A command line with a bare LF ending or a bare CR inside (see `command::Line::Bare`),
+    /// without its line ending. Refused with `500 5.5.2` and counted as an error, unless
+    /// AllowBareLfInCommands keeps the old behaviour (the line is a command like any other).
+    pub fn bare_line(&mut self, line: &[u8], bare: Bare, out: &mut Vec<u8>) -> Next {
+        if self.vs.allow_bare_lf_in_commands {
+            return self.command(line, out);
+        }
+        if self.auth.take().is_some() {
+            out.extend_from_slice(reply::AUTH_BAD_INPUT);
+            return self.error(out);
+        }
+        self.bare_tail = bare == Bare::Lf;
+        out.extend_from_slice(match bare {
+            Bare::Lf => reply::BARE_LF_COMMAND,
+            Bare::Cr => reply::BARE_CR_COMMAND,
+        });
+        // A refused BDAT still announced a chunk: the session cannot stay in step.
+        if command::verb_of(line).eq_ignore_ascii_case(b"BDAT") {
+            return Next::Close;
+        }
+        self.error(out)
+    }
+
     /// Handles one command line (without its line ending).
     pub fn command(&mut self, line: &[u8], out: &mut Vec<u8>) -> Next {
+        if std::mem::take(&mut self.bare_tail) {
+            out.extend_from_slice(reply::BARE_LF_TAIL);
+            if command::verb_of(line).eq_ignore_ascii_case(b"BDAT") {
+                return Next::Close;
+            }
+            return self.error(out);
+        }
         if let Some(step) = self.auth.take() {
             return self.auth_response(step, line, out);
         }
@@ -379,7 +413,8 @@ impl Session {
                 out.extend_from_slice(
                     b"214-This server supports the following commands:\r\n214 HELO EHLO ",
                 );
-                if self.vs.security.tls.is_some() {
+                // Not inside TLS: STARTTLS is refused there (RFC 3207 §4.2), as in EHLO.
+                if self.vs.security.tls.is_some() && self.tls.is_none() {
                     out.extend_from_slice(b"STARTTLS ");
                 }
                 out.extend_from_slice(b"RCPT DATA RSET MAIL QUIT HELP ");
@@ -685,6 +720,68 @@ mod tests {
         fn reply(&mut self, line: &str) -> String {
             self.cmd(line).0
         }
+        /// Frames raw bytes as the connection does and hands each line to the session.
+        fn feed(&mut self, mut bytes: &[u8]) -> Vec<String> {
+            let mut replies = Vec::new();
+            loop {
+                let mut out = Vec::new();
+                let n = match command::take_line(bytes) {
+                    command::Line::Complete(line, n) => {
+                        self.s.command(line, &mut out);
+                        n
+                    }
+                    command::Line::Bare(line, n, bare) => {
+                        self.s.bare_line(line, bare, &mut out);
+                        n
+                    }
+                    _ => return replies,
+                };
+                replies.push(String::from_utf8(out).unwrap());
+                bytes = &bytes[n..];
+            }
+        }
+    }
+
+    #[test]
+    fn bare_line_endings_in_commands_are_refused_with_what_follows_them() {
+        let mut t = T::new(true);
+        let r = t.feed(b"EHLO x\r\nMAIL FROM:<a@b.test>\nRCPT TO:<c@remote.test>\r\nNOOP\r\n");
+        assert_eq!(r.len(), 4, "{r:?}");
+        assert!(r[1].starts_with("500 5.5.2 Syntax error: bare LF"), "{r:?}");
+        assert!(
+            r[2].starts_with("500 5.5.2 Syntax error: the rest of"),
+            "{r:?}"
+        );
+        assert!(
+            r[3].starts_with("250"),
+            "back in step after the CRLF: {r:?}"
+        );
+        // Nothing of the refused line took effect: no transaction is open.
+        assert!(t.reply("DATA").starts_with("503"));
+        let r = t.feed(b"NOOP\rRSET\r\n");
+        assert!(r[0].starts_with("500 5.5.2 Syntax error: bare CR"), "{r:?}");
+        // Each refusal is an error: a client that sends nothing but bare LFs is cut off.
+        let mut t = T::new(true);
+        let r = t.feed(&b"NOOP\n".repeat(12));
+        assert!(r.iter().all(|l| l.starts_with("500 5.5.2")), "{r:?}");
+        assert!(
+            r[9].contains("\r\n421 4.7.0"),
+            "MaxSmtpErrors (10) ends it: {r:?}"
+        );
+    }
+
+    #[test]
+    fn allow_bare_lf_in_commands_keeps_the_old_behaviour() {
+        let mut vs = test_server();
+        vs.allow_bare_lf_in_commands = true;
+        let mut t = T {
+            s: Session::new(Arc::new(vs), "127.0.0.1".parse().unwrap(), true),
+            out: Vec::new(),
+        };
+        let r = t.feed(b"EHLO x\nMAIL FROM:<a@b.test>\nRCPT TO:<c@remote.test>\r\n");
+        assert!(r[0].starts_with("250-"), "{r:?}");
+        assert!(r[1].starts_with("250"), "{r:?}");
+        assert!(r[2].starts_with("250"), "{r:?}");
     }
 
     #[test]
