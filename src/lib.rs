@@ -13,6 +13,7 @@
 //! [`delivery::client`] (the next hop), or [`delivery::report`] (reports, Badmail). Settings come from
 //! [`config`], parsed once; the protocol log is [`logging::w3c`]; platform differences live in [`os`].
 //! An administrator's queue commands are [`admin`]'s.
+//! [`import_iis`] turns an IIS 6 MetaBase.xml into that configuration (`mailroot import-iis`).
 
 #![warn(missing_docs)]
 
@@ -20,6 +21,7 @@ pub mod admin;
 pub mod config;
 pub mod delivery;
 pub mod id;
+pub mod import_iis;
 pub mod logging;
 pub mod mailroot;
 pub mod metrics;

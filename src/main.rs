@@ -1,4 +1,4 @@
-//! The `mailroot` command: `serve` (the default), `check`, `--version`, `--help`.
+//! The `mailroot` command: `serve` (the default), `check`, `import-iis`, `--version`, `--help`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -39,9 +39,10 @@ fn usage() -> String {
     USAGE.replacen(
         "  mailroot --version | --help\n",
         &format!(
-            "{}  {}  mailroot --version | --help\n",
+            "{}  {}{}  mailroot --version | --help\n",
             mailroot::admin::USAGE,
-            svc::USAGE
+            svc::USAGE,
+            mailroot::import_iis::USAGE
         ),
         1,
     )
@@ -58,6 +59,7 @@ enum Cmd {
     User(String, Option<String>),
     /// `queue …` / `badmail …`: the group and the rest of the line (without --config).
     Admin(String, Vec<String>),
+    ImportIis(mailroot::import_iis::Args),
 }
 
 fn main() -> ExitCode {
@@ -83,6 +85,14 @@ fn main() -> ExitCode {
             "service" if cmd.is_none() => match svc::parse_args(&args[i + 1..]) {
                 Ok(c) => {
                     cmd = Some(Cmd::Service(c));
+                    break;
+                }
+                Err(e) => return usage_error(&e),
+            },
+            "import-iis" if cmd.is_none() => match mailroot::import_iis::parse_args(&args[i + 1..])
+            {
+                Ok(a) => {
+                    cmd = Some(Cmd::ImportIis(a));
                     break;
                 }
                 Err(e) => return usage_error(&e),
@@ -154,6 +164,7 @@ fn main() -> ExitCode {
         Cmd::Reload => reload_command(config.as_deref(), name.as_deref()),
         Cmd::Service(c) => service(c),
         Cmd::User(action, name) => user(config.as_deref(), &action, name.as_deref()),
+        Cmd::ImportIis(a) => ExitCode::from(mailroot::import_iis::command(&a)),
         Cmd::Admin(group, rest) => admin(config.as_deref(), &group, &rest),
     }
 }
