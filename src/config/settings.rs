@@ -316,11 +316,11 @@ impl VirtualServer {
                     .collect::<Vec<_>>()
                     .join(", "),
             ),
-            ("MaxBatchedMessages", self.delivery.max_batched.to_string()),
             (
                 "OutboundLineLengthLimit",
                 self.delivery.line_length_limit.to_string(),
             ),
+            ("MaxBatchedMessages", self.delivery.max_batched.to_string()),
             (
                 "RemoteTimeout",
                 self.delivery.remote_timeout.as_secs().to_string(),
