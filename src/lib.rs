@@ -111,6 +111,7 @@ pub(crate) mod testutil {
                 secure_bindings: Vec::new(),
                 tls: None,
                 tls_files: None,
+                tls_ecdsa_files: None,
                 require_tls: false,
                 anonymous: true,
                 basic: false,

@@ -475,7 +475,12 @@ fn service_needs(path: &Path) -> Result<Needs, Failure> {
         }
         n.write
             .extend(vs.log.server_log.as_deref().and_then(parent));
-        if let Some((cert, key)) = &vs.security.tls_files {
+        for (cert, key) in vs
+            .security
+            .tls_files
+            .iter()
+            .chain(vs.security.tls_ecdsa_files.iter())
+        {
             n.read.extend(parent(cert));
             n.read.extend(parent(key));
         }

@@ -170,6 +170,16 @@ pub const SERVER_KEYS: &[KeyDef] = &[
         meaning: "PEM file with the private key (RSA, ECDSA or Ed25519) of TlsCertificateFile",
     },
     KeyDef {
+        name: "TlsEcdsaCertificateFile",
+        default: "",
+        meaning: "a second server certificate chain (ECDSA), for clients that can use it: Windows 7 / Server 2008 R2 find no cipher with an RSA one (mailroot; needs TlsCertificateFile)",
+    },
+    KeyDef {
+        name: "TlsEcdsaKeyFile",
+        default: "",
+        meaning: "PEM file with the ECDSA private key of TlsEcdsaCertificateFile",
+    },
+    KeyDef {
         name: "RequireTls",
         default: "0",
         meaning: "1 = MAIL, RCPT, DATA and AUTH only after STARTTLS (IIS: Requires TLS encryption)",

@@ -434,15 +434,60 @@ fn build(
             ));
         }
     };
-    let tls = match &tls_files {
-        Some((c, k)) => Some(crate::net::tls::server_config(c, k).map_err(|e| {
-            ConfigError::at(
+    let tls_ecdsa_files = match (
+        r.raw("TlsEcdsaCertificateFile").0.is_empty(),
+        r.raw("TlsEcdsaKeyFile").0.is_empty(),
+    ) {
+        (true, true) => None,
+        (false, false) if tls_files.is_none() => {
+            return Err(ConfigError::at(
                 path,
-                r.raw("TlsCertificateFile").1,
-                Some("TlsCertificateFile"),
-                e.to_string(),
-            )
-        })?),
+                r.raw("TlsEcdsaCertificateFile").1,
+                Some("TlsEcdsaCertificateFile"),
+                "a second certificate needs the first: set TlsCertificateFile and TlsKeyFile (an ECDSA certificate alone goes there)",
+            ));
+        }
+        (false, false) => Some((
+            r.parse("TlsEcdsaCertificateFile", |v| parse_path(base, v))?,
+            r.parse("TlsEcdsaKeyFile", |v| parse_path(base, v))?,
+        )),
+        (false, true) => {
+            return Err(ConfigError::at(
+                path,
+                r.raw("TlsEcdsaCertificateFile").1,
+                Some("TlsEcdsaKeyFile"),
+                "TlsEcdsaCertificateFile needs TlsEcdsaKeyFile",
+            ));
+        }
+        (true, false) => {
+            return Err(ConfigError::at(
+                path,
+                r.raw("TlsEcdsaKeyFile").1,
+                Some("TlsEcdsaCertificateFile"),
+                "TlsEcdsaKeyFile needs TlsEcdsaCertificateFile",
+            ));
+        }
+    };
+    let tls = match &tls_files {
+        Some((c, k)) => {
+            let ecdsa = tls_ecdsa_files
+                .as_ref()
+                .map(|(c, k)| (c.as_path(), k.as_path()));
+            // An error in the second pair names its own key.
+            let second = |e: &crate::net::tls::TlsError| {
+                tls_ecdsa_files
+                    .as_ref()
+                    .is_some_and(|(ec, ek)| e.file().is_some_and(|f| f == ec || f == ek))
+            };
+            Some(crate::net::tls::server_config(c, k, ecdsa).map_err(|e| {
+                let key = if second(&e) {
+                    "TlsEcdsaCertificateFile"
+                } else {
+                    "TlsCertificateFile"
+                };
+                ConfigError::at(path, r.raw(key).1, Some(key), e.to_string())
+            })?)
+        }
         None => None,
     };
     let secure_bindings = r.parse("SecureBindings", |v| {
@@ -470,6 +515,7 @@ fn build(
         secure_bindings,
         tls,
         tls_files,
+        tls_ecdsa_files,
         require_tls,
         anonymous,
         basic,

@@ -283,6 +283,22 @@ impl VirtualServer {
                     .unwrap_or_default(),
             ),
             (
+                "TlsEcdsaCertificateFile",
+                self.security
+                    .tls_ecdsa_files
+                    .as_ref()
+                    .map(|f| p(&f.0))
+                    .unwrap_or_default(),
+            ),
+            (
+                "TlsEcdsaKeyFile",
+                self.security
+                    .tls_ecdsa_files
+                    .as_ref()
+                    .map(|f| p(&f.1))
+                    .unwrap_or_default(),
+            ),
+            (
                 "RequireTls",
                 u8::from(self.security.require_tls).to_string(),
             ),
@@ -711,6 +727,8 @@ pub struct SecuritySettings {
     pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
     /// The two files, for `check`.
     pub tls_files: Option<(PathBuf, PathBuf)>,
+    /// TlsEcdsaCertificateFile / TlsEcdsaKeyFile: the second (ECDSA) certificate, for `check`.
+    pub tls_ecdsa_files: Option<(PathBuf, PathBuf)>,
     /// RequireTls.
     pub require_tls: bool,
     /// AuthFlags bit 1: sessions without AUTH may send.

@@ -446,6 +446,18 @@ impl Client {
         matches!(self.reader.get_ref(), Io::Tls(_))
     }
 
+    /// The server's certificate (DER), inside TLS.
+    pub fn peer_certificate(&self) -> Vec<u8> {
+        let Io::Tls(s) = self.reader.get_ref() else {
+            panic!("not in TLS")
+        };
+        s.conn
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| c.to_vec())
+            .expect("a server certificate")
+    }
+
     /// The negotiated TLS version and cipher suite, as rustls names them.
     pub fn tls_info(&self) -> (String, String) {
         let Io::Tls(s) = self.reader.get_ref() else {

@@ -241,6 +241,20 @@ impl TestCa {
         TlsCert::from_parts(cert, key)
     }
 
+    /// A leaf with an RSA key (the test RSA key of tests/data/oauth) signed by this CA for `names`:
+    /// the other leaves are ECDSA P-256.
+    pub fn rsa_leaf_for(&self, names: &[&str]) -> TlsCert {
+        let pem = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/oauth/test-key.pem"),
+        )
+        .expect("the test RSA key");
+        let key = KeyPair::from_pem_and_sign_algo(&pem, &rcgen::PKCS_RSA_SHA256).expect("RSA key");
+        let cert = leaf_params(names)
+            .signed_by(&key, &self.issuer)
+            .expect("signed RSA leaf");
+        TlsCert::from_parts(cert, key)
+    }
+
     /// A client certificate (leaf, CA:FALSE, extended key usage clientAuth) signed by this CA for
     /// `name`, e.g. for `OutboundTlsCertificateFile`.
     pub fn client_leaf(&self, name: &str) -> TlsCert {

@@ -117,6 +117,17 @@ impl fmt::Display for TlsError {
 
 impl std::error::Error for TlsError {}
 
+impl TlsError {
+    /// The file the error is about, if it is about one.
+    pub fn file(&self) -> Option<&Path> {
+        match self {
+            TlsError::Certificates { path, .. } | TlsError::Key { path, .. } => Some(path),
+            TlsError::KeyMismatch { cert, .. } => Some(cert),
+            TlsError::Config(_) => None,
+        }
+    }
+}
+
 /// Why a handshake failed.
 #[derive(Debug)]
 pub enum HandshakeError {
