@@ -12,7 +12,8 @@
 //! [`delivery::engine`]) → 250. Then [`delivery::attempt`] → [`delivery::route`] →
 //! [`delivery::client`] (the next hop), or [`delivery::report`] (reports, Badmail). Settings come from
 //! [`config`], parsed once; the protocol log is [`logging::w3c`]; platform differences live in [`os`].
-//! An administrator's queue commands are [`admin`]'s.
+//! An administrator's queue commands are [`admin`]'s; [`sendmail`] is the local programs' way in
+//! (standard input into the Pickup folder).
 //! [`import_iis`] turns an IIS 6 MetaBase.xml into that configuration (`mailroot import-iis`).
 
 #![warn(missing_docs)]
@@ -29,6 +30,7 @@ pub mod net;
 pub mod oauth;
 pub mod os;
 pub mod policy;
+pub mod sendmail;
 pub mod server;
 pub mod smtp;
 pub mod time;

@@ -1,4 +1,6 @@
-//! The `mailroot` command: `serve` (the default), `check`, `import-iis`, `--version`, `--help`.
+//! The `mailroot` command: `serve` (the default), `check`, `reload`, `user`, `service`, `queue`,
+//! `badmail`, `import-iis`, `sendmail` (also when invoked as `sendmail`; `mailq` lists the queue),
+//! `--version`, `--help`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -27,6 +29,9 @@ Usage:
                                            password is read from standard input
   mailroot user del NAME [--config PATH]   remove a user
   mailroot user list [--config PATH]       list the users
+  mailroot sendmail [-t] [-i] [-f SENDER] [RECIPIENT...]
+                                     read a message from standard input into the Pickup folder
+                                     (also as `sendmail`; `mailroot sendmail --help` for more)
   mailroot --version | --help
 
 PATH defaults to conf/smtpsvc.ini when that file exists; without any configuration file mailroot runs
@@ -64,7 +69,19 @@ enum Cmd {
 
 fn main() -> ExitCode {
     mailroot::os::tune_allocator();
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    // Callers that know only `sendmail` and `mailq` reach this binary through links of those names.
+    let argv: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    match argv.first().map(|a| program_name(a)).as_deref() {
+        Some("sendmail") => return sendmail(&argv[1..]),
+        Some("mailq") => return mailq(&argv[1..]),
+        _ => {}
+    }
+    if argv.get(1).is_some_and(|a| a == "sendmail") {
+        return sendmail(&argv[2..]);
+    }
+    let args: Vec<String> = argv.into_iter().skip(1).collect();
     let mut cmd = None;
     let mut config: Option<PathBuf> = None;
     let mut name: Option<String> = None;
@@ -167,6 +184,42 @@ fn main() -> ExitCode {
         Cmd::ImportIis(a) => ExitCode::from(mailroot::import_iis::command(&a)),
         Cmd::Admin(group, rest) => admin(config.as_deref(), &group, &rest),
     }
+}
+
+/// The file name of argv[0] without `.exe`, lower-case: `sendmail` for `/usr/sbin/sendmail`.
+fn program_name(argv0: &str) -> String {
+    let name = argv0.rsplit(['/', '\\']).next().unwrap_or(argv0);
+    let lower = name.to_ascii_lowercase();
+    lower.strip_suffix(".exe").unwrap_or(&lower).to_string()
+}
+
+/// `mailroot sendmail …`, or the binary invoked as `sendmail`: the message on standard input into
+/// the Pickup folder (`mailroot::sendmail`). Silent on success, as every sendmail.
+fn sendmail(args: &[String]) -> ExitCode {
+    if args.iter().any(|a| a == "--help") {
+        print!("{}", mailroot::sendmail::USAGE);
+        return ExitCode::SUCCESS;
+    }
+    let result = mailroot::sendmail::args::parse(args)
+        .and_then(|inv| mailroot::sendmail::run(&inv, &mut std::io::stdin().lock()));
+    match result {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mailroot sendmail: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// The binary invoked as `mailq`: `mailroot queue list` on the configuration `sendmail` would use.
+fn mailq(args: &[String]) -> ExitCode {
+    let config = match mailroot::sendmail::locate(None) {
+        mailroot::sendmail::Located::File(p) => Some(p),
+        _ => None,
+    };
+    let mut rest = vec!["list".to_string()];
+    rest.extend(args.iter().cloned());
+    admin(config.as_deref(), "queue", &rest)
 }
 
 /// `mailroot queue …` and `mailroot badmail …` (see `mailroot::admin`).

@@ -7,7 +7,9 @@
 //!   exposure at 2.0 or below.
 //! - **The package**: `cargo deb` builds it from this build's binary (the same build id); it holds
 //!   the binary, the unit, the configuration as a conffile and the docs; `dpkg -i` creates the
-//!   mailroot account and the folders with their owners and modes, enables the unit, and the
+//!   mailroot account and the folders with their owners and modes (Pickup 3733, open to every
+//!   user's `sendmail`), offers `/usr/sbin/sendmail` as an alternative (or says why not, when
+//!   another mail system has it), enables the unit, and the
 //!   installed configuration passes `mailroot check`, also as the service's account; `dpkg --purge`
 //!   removes it all but the spool and the account (postrm says why), which the test then removes
 //!   when it created them.
@@ -382,7 +384,19 @@ fn the_debian_package_builds_installs_and_purges() {
         account: run("getent", &["passwd", "mailroot"]).is_some_and(|o| o.status.success()),
         spool: Path::new("/var/spool/mailroot").exists(),
     };
-    run_ok("dpkg", &["-i", deb_s]);
+    // Another mail system's /usr/sbin/sendmail is left alone (and then not checked below).
+    let foreign_sendmail = fs::symlink_metadata("/usr/sbin/sendmail").is_ok()
+        && fs::read_link("/usr/sbin/sendmail")
+            .map_or(true, |t| t != Path::new("/etc/alternatives/sendmail"));
+    let installed = run("dpkg", &["-i", deb_s]).expect("dpkg");
+    let said = String::from_utf8_lossy(&installed.stderr).into_owned();
+    assert!(installed.status.success(), "dpkg -i:\n{said}");
+    if foreign_sendmail {
+        assert!(
+            said.contains("/usr/sbin/sendmail belongs to another mail system"),
+            "postinst says why it leaves /usr/sbin/sendmail alone:\n{said}"
+        );
+    }
 
     // The account: a system user with its own group, no login, the spool as its home.
     run_ok("id", &["mailroot"]);
@@ -412,9 +426,10 @@ fn the_debian_package_builds_installs_and_purges() {
     );
     want("/etc/mailroot", "root", "mailroot", 0o750);
     want("/etc/mailroot/smtpsvc.ini", "root", "mailroot", 0o640);
+    // Every user may enter the spool and drop into Pickup (sendmail), none may list or read them.
+    want("/var/spool/mailroot", "mailroot", "mailroot", 0o751);
+    want("/var/spool/mailroot/Pickup", "mailroot", "mailroot", 0o3733);
     for d in [
-        "/var/spool/mailroot",
-        "/var/spool/mailroot/Pickup",
         "/var/spool/mailroot/Queue",
         "/var/spool/mailroot/Badmail",
         "/var/spool/mailroot/Drop",
@@ -457,6 +472,68 @@ fn the_debian_package_builds_installs_and_purges() {
         ],
     );
 
+    // sendmail: the alternative (unless another mail system owns the name), and a user who may not
+    // read the configuration drops into the package's Pickup a file only mailroot can read.
+    if !foreign_sendmail {
+        assert_eq!(
+            fs::canonicalize("/usr/sbin/sendmail").ok(),
+            Some(PathBuf::from("/usr/bin/mailroot")),
+            "/usr/sbin/sendmail is an alternative for /usr/bin/mailroot"
+        );
+        let q = run_ok("update-alternatives", &["--query", "sendmail"]);
+        assert!(q.contains("Value: /usr/bin/mailroot"), "{q}");
+    }
+    let mut child = Command::new("runuser")
+        .args([
+            "-u",
+            "nobody",
+            "--",
+            "/usr/bin/mailroot",
+            "sendmail",
+            "-t",
+            "-i",
+        ])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("runuser");
+    std::io::Write::write_all(
+        &mut child.stdin.take().expect("stdin"),
+        b"To: root\nSubject: from nobody\n\nhello\n",
+    )
+    .expect("write");
+    let out = child.wait_with_output().expect("sendmail");
+    assert!(
+        out.status.success(),
+        "sendmail as nobody: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The service (where systemd runs) may already have taken it into Drop.
+    let dropped: Vec<PathBuf> = ["Pickup", "Drop"]
+        .iter()
+        .flat_map(|d| list_eml(&Path::new("/var/spool/mailroot").join(d)))
+        .collect();
+    assert_eq!(dropped.len(), 1, "{dropped:?}");
+    if dropped[0].starts_with("/var/spool/mailroot/Pickup") {
+        let (u, g, m) = owner(dropped[0].to_str().expect("utf-8"));
+        assert_eq!((u.as_str(), g.as_str(), m), ("nobody", "mailroot", 0o640));
+        run_ok(
+            "runuser",
+            &[
+                "-u",
+                "mailroot",
+                "--",
+                "head",
+                "-c",
+                "1",
+                dropped[0].to_str().expect("utf-8"),
+            ],
+        );
+    }
+    for f in &dropped {
+        let _ = fs::remove_file(f);
+    }
+
     // Purge: everything goes but the spool (mail may wait there) and the account that owns it.
     run_ok("dpkg", &["--purge", "mailroot"]);
     for gone in [
@@ -468,6 +545,12 @@ fn the_debian_package_builds_installs_and_purges() {
         "/etc/systemd/system/multi-user.target.wants/mailroot.service",
     ] {
         assert!(!exists(gone), "{gone} is left after dpkg --purge");
+    }
+    if !foreign_sendmail {
+        assert!(
+            !exists("/usr/sbin/sendmail"),
+            "the sendmail alternative goes with the package"
+        );
     }
     assert!(Path::new("/var/spool/mailroot/Queue").is_dir());
     run_ok("id", &["mailroot"]);

@@ -23,8 +23,7 @@ use crate::mailroot::{badmail, state::Status};
 use crate::server::control::{self, Reach};
 
 /// The usage lines of these commands (for `mailroot --help`).
-pub const USAGE: &str = "\
-  mailroot queue list [--json]              the queued messages: recipients, states, next attempt
+pub const USAGE: &str = "  mailroot queue list [--json]              the queued messages: recipients, states, next attempt
   mailroot queue summary [--json]           per destination: count, oldest, state, window, ages
   mailroot queue show ID [--body]           one message: envelope, states, headers (and body)
   mailroot queue retry ID...|--all|--domain D     due now (dead destinations probed now)

@@ -1,6 +1,6 @@
 //! The mailroot on disk: the store (the only way mail reaches the disk: the durable commit into Queue
 //! and Drop, state files, Badmail), its group commit, the envelope block at the top of each file, the
-//! Pickup folder and Badmail reports. docs/mailroot.md describes every file.
+//! Pickup folder (and `submit`, how `sendmail` writes into it) and Badmail reports. docs/mailroot.md describes every file.
 
 pub mod badmail;
 pub mod block;
@@ -11,3 +11,4 @@ pub mod pickup_file;
 pub mod queue;
 pub mod state;
 pub mod store;
+pub mod submit;

@@ -49,19 +49,52 @@ pub fn start(
         })
 }
 
+/// How often the Pickup folder is swept for a crashed `sendmail`'s temporary files.
+const SWEEP: Duration = Duration::from_secs(600);
+
 /// Runs the Pickup loop until `stopping()`.
 pub fn run(live: &Live, store: &Store, stopping: &dyn Fn() -> bool) {
     recover(&live.get());
+    let mut swept = std::time::Instant::now();
     while !stopping() {
         let n = scan_once(&live.get(), store);
+        if swept.elapsed() >= SWEEP {
+            sweep(&live.get());
+            swept = std::time::Instant::now();
+        }
         if n == 0 {
             std::thread::sleep(POLL);
         }
     }
 }
 
-/// Finishes what a crash interrupted (see the module doc).
+/// Removes the temporary files of `sendmail` writers that died before their rename
+/// (`submit::is_leftover`): nothing else would ever take them.
+pub fn sweep(vs: &VirtualServer) {
+    let Ok(dir) = fs::read_dir(&vs.dirs.pickup) else {
+        return;
+    };
+    let now = SystemTime::now();
+    for entry in dir.flatten() {
+        let name = entry.file_name();
+        if name
+            .to_str()
+            .is_some_and(|n| super::submit::is_leftover(n, now))
+        {
+            match fs::remove_file(entry.path()) {
+                Ok(()) => log::warn!(
+                    "pickup: removed {}, left by a sendmail that did not finish",
+                    entry.path().display()
+                ),
+                Err(e) => log::error!("pickup: cannot remove {}: {e}", entry.path().display()),
+            }
+        }
+    }
+}
+
+/// Finishes what a crash interrupted (see the module doc), and sweeps (see [`sweep`]).
 pub fn recover(vs: &VirtualServer) {
+    sweep(vs);
     let Ok(dir) = fs::read_dir(&vs.dirs.pickup) else {
         return;
     };

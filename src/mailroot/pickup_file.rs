@@ -187,6 +187,83 @@ pub fn parse(raw: &[u8], unstuff_dots: bool) -> Result<PickupMessage, PickupErro
     })
 }
 
+/// A message handed to `sendmail` on standard input, read as Pickup will read it (see
+/// [`submission`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Submission {
+    /// The message with CRLF line endings throughout (ending with CRLF unless empty), without its
+    /// X-Sender and X-Receiver fields: the envelope is the caller's, written above the message.
+    pub message: Vec<u8>,
+    /// The addresses of To, Cc and Bcc, qualified, without duplicates (only when asked for).
+    pub recipients: Vec<String>,
+    /// Whether the header section has a From field.
+    pub has_from: bool,
+    /// Whether the header section has a Date field.
+    pub has_date: bool,
+}
+
+/// Reads a message for `sendmail`: line endings made CRLF (no dot rule: the input is not
+/// dot-stuffed), X-Sender and X-Receiver fields cut out (Pickup would take them for the envelope;
+/// it removes them from what it sends anyway), and, with `extract` (`sendmail -t`), the addresses of
+/// To, Cc and Bcc, each without a domain given `@domain`. A message whose first line is not a
+/// header field has no header section: nothing is cut and no field is found.
+pub fn submission(raw: &[u8], domain: &str, extract: bool) -> Result<Submission, PickupError> {
+    let text = normalise(raw, false);
+    let head = match split_header(&text) {
+        Ok(h) => h,
+        Err(PickupError::NoHeaderSection) => {
+            return Ok(Submission {
+                message: text,
+                recipients: Vec::new(),
+                has_from: false,
+                has_date: false,
+            });
+        }
+        Err(e) => return Err(e),
+    };
+    let mut recipients = Vec::new();
+    if extract {
+        let mut seen = HashSet::new();
+        for kind in [Field::To, Field::Cc, Field::Bcc] {
+            for f in head.fields.iter().filter(|f| f.kind == kind) {
+                for a in addresses(f.value(&text), kind, Some(domain))? {
+                    let m = a.mailbox.ok_or_else(|| kind.invalid(b"<>"))?;
+                    if seen.insert(m.to_ascii_lowercase()) {
+                        recipients.push(m);
+                    }
+                }
+            }
+        }
+    }
+    let mut message = Vec::with_capacity(text.len());
+    let mut pos = 0;
+    for f in head
+        .fields
+        .iter()
+        .filter(|f| matches!(f.kind, Field::XSender | Field::XReceiver))
+    {
+        message.extend_from_slice(&text[pos..f.start]);
+        pos = f.end;
+    }
+    message.extend_from_slice(&text[pos..]);
+    let has = |kind| head.fields.iter().any(|f| f.kind == kind);
+    Ok(Submission {
+        message,
+        recipients,
+        has_from: has(Field::From),
+        has_date: has(Field::Date),
+    })
+}
+
+/// The addresses of one recipient argument of `sendmail` (one address, or a comma-separated list
+/// as in a To field), each without a domain given `@domain`.
+pub fn address_list(value: &str, domain: &str) -> Result<Vec<String>, PickupError> {
+    addresses(value.as_bytes(), Field::CommandLine, Some(domain))?
+        .into_iter()
+        .map(|a| a.mailbox.ok_or_else(|| Field::CommandLine.invalid(b"<>")))
+        .collect()
+}
+
 /// CRLF line endings throughout, a final CRLF, and the dot rule.
 fn normalise(raw: &[u8], unstuff_dots: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(raw.len() + raw.len() / 16 + 2);
@@ -222,12 +299,15 @@ enum Field {
     Bcc,
     Received,
     MessageId,
+    Date,
+    /// A recipient argument of `sendmail` (not a header field).
+    CommandLine,
     Other,
 }
 
 impl Field {
     fn of(name: &[u8]) -> Field {
-        const NAMES: [(&[u8], Field); 9] = [
+        const NAMES: [(&[u8], Field); 10] = [
             (b"x-sender", Field::XSender),
             (b"x-receiver", Field::XReceiver),
             (b"sender", Field::Sender),
@@ -237,6 +317,7 @@ impl Field {
             (b"bcc", Field::Bcc),
             (b"received", Field::Received),
             (b"message-id", Field::MessageId),
+            (b"date", Field::Date),
         ];
         NAMES
             .iter()
@@ -256,6 +337,8 @@ impl Field {
             Field::Bcc => "Bcc",
             Field::Received => "Received",
             Field::MessageId => "Message-ID",
+            Field::Date => "Date",
+            Field::CommandLine => "the command line",
             Field::Other => "header",
         }
     }
@@ -389,7 +472,7 @@ fn envelope_sender(text: &[u8], fields: &[Span]) -> Result<Envelope, PickupError
             return Err(PickupError::MultipleSenders);
         }
         let value = f.value(text);
-        let mut found = addresses(value, Field::XSender)?;
+        let mut found = addresses(value, Field::XSender, None)?;
         if found.len() != 1 {
             return Err(Field::XSender.invalid(value));
         }
@@ -402,7 +485,7 @@ fn envelope_sender(text: &[u8], fields: &[Span]) -> Result<Envelope, PickupError
     }
     for kind in [Field::Sender, Field::From] {
         for f in fields.iter().filter(|f| f.kind == kind) {
-            if let Some(a) = addresses(f.value(text), kind)?.into_iter().next() {
+            if let Some(a) = addresses(f.value(text), kind, None)?.into_iter().next() {
                 env.sender = a.mailbox.ok_or_else(|| kind.invalid(b"<>"))?;
                 return Ok(env);
             }
@@ -424,7 +507,7 @@ fn recipients(text: &[u8], fields: &[Span]) -> Result<Vec<Recipient>, PickupErro
     if x_receivers.clone().next().is_some() {
         for f in x_receivers {
             let value = f.value(text);
-            let found = addresses(value, Field::XReceiver)?;
+            let found = addresses(value, Field::XReceiver, None)?;
             if found.is_empty() {
                 return Err(Field::XReceiver.invalid(value));
             }
@@ -442,7 +525,7 @@ fn recipients(text: &[u8], fields: &[Span]) -> Result<Vec<Recipient>, PickupErro
     for kind in [Field::To, Field::Cc, Field::Bcc] {
         for f in fields.iter().filter(|f| f.kind == kind) {
             any_field = true;
-            for a in addresses(f.value(text), kind)? {
+            for a in addresses(f.value(text), kind, None)? {
                 add(
                     &mut out,
                     recipient(a.mailbox.ok_or_else(|| kind.invalid(b"<>"))?),
@@ -462,8 +545,9 @@ fn recipient(address: String) -> Recipient {
 }
 
 /// The addresses in one field value (as in the file: folded, ending with CRLF), each checked with
-/// [`address::parse_mailbox`]. An empty value gives none.
-fn addresses(value: &[u8], kind: Field) -> Result<Vec<Found>, PickupError> {
+/// [`address::parse_mailbox`]. An empty value gives none. With `qualify`, an address without a
+/// domain (`root`, as cron writes it) gets `@qualify`, as a sendmail appends its own domain.
+fn addresses(value: &[u8], kind: Field, qualify: Option<&str>) -> Result<Vec<Found>, PickupError> {
     // Unfold (every line break in a field is CRLF followed by WSP) and make all WSP a space.
     let unfolded: Vec<u8> = value
         .iter()
@@ -488,7 +572,7 @@ fn addresses(value: &[u8], kind: Field) -> Result<Vec<Found>, PickupError> {
         if tokens.is_empty() || queue_form {
             let mailbox = match path {
                 Path::Null => None,
-                Path::Mailbox(m) => Some(mailbox_string(m, kind, v)?),
+                Path::Mailbox(m) => Some(qualified(mailbox_string(m, kind, v)?, qualify)),
             };
             return Ok(vec![Found {
                 mailbox,
@@ -502,7 +586,13 @@ fn addresses(value: &[u8], kind: Field) -> Result<Vec<Found>, PickupError> {
     // back as name "a b", address "@c"), so a lone address is checked directly.
     if let Ok(m) = address::parse_mailbox(v) {
         return Ok(vec![Found {
-            mailbox: Some(mailbox_string(m, kind, v)?),
+            mailbox: Some(qualified(mailbox_string(m, kind, v)?, qualify)),
+            params: Vec::new(),
+        }]);
+    }
+    if let Some(m) = qualify.and_then(|d| local_only(v, d)) {
+        return Ok(vec![Found {
+            mailbox: Some(m),
             params: Vec::new(),
         }]);
     }
@@ -526,17 +616,53 @@ fn addresses(value: &[u8], kind: Field) -> Result<Vec<Found>, PickupError> {
     };
     let mut out = Vec::new();
     for a in list.iter() {
-        let Some(text) = a.address().map(str::trim).filter(|s| !s.is_empty()) else {
+        // mail-parser reads a bare word in a list (`a@b, root`) as a name without an address.
+        let bare_word = || a.name().filter(|_| qualify.is_some()).map(str::trim);
+        let Some(text) = a
+            .address()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .or_else(bare_word)
+        else {
             return Err(kind.invalid(v));
         };
+        if let Some(m) = qualify.and_then(|d| local_only(text.as_bytes(), d)) {
+            out.push(Found {
+                mailbox: Some(m),
+                params: Vec::new(),
+            });
+            continue;
+        }
         let m =
             address::parse_mailbox(text.as_bytes()).map_err(|_| kind.invalid(text.as_bytes()))?;
         out.push(Found {
-            mailbox: Some(mailbox_string(m, kind, text.as_bytes())?),
+            mailbox: Some(qualified(
+                mailbox_string(m, kind, text.as_bytes())?,
+                qualify,
+            )),
             params: Vec::new(),
         });
     }
     Ok(out)
+}
+
+/// `local@domain` for a bare local part (a dot-atom without `@`), when that is a valid mailbox.
+fn local_only(text: &[u8], domain: &str) -> Option<String> {
+    if text.is_empty() || text.contains(&b'@') || text.contains(&b'"') {
+        return None;
+    }
+    let full = [text, b"@", domain.as_bytes()].concat();
+    address::parse_mailbox(&full)
+        .ok()
+        .map(|m| m.to_string_lossless())
+}
+
+/// A domainless mailbox (`postmaster`) qualified with `qualify`, when given.
+fn qualified(mailbox: String, qualify: Option<&str>) -> String {
+    match qualify {
+        Some(d) if !mailbox.contains('@') => format!("{mailbox}@{d}"),
+        _ => mailbox,
+    }
 }
 
 /// A mailbox as the envelope holds it. A domainless `postmaster` is a valid recipient (RFC 5321

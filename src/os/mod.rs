@@ -95,6 +95,21 @@ pub fn readable_by_others(path: &Path) -> io::Result<bool> {
     imp::readable_by_others(path)
 }
 
+/// Lets whoever reads `folder` read `file`, a file just created in it by this process, without
+/// relying on the umask (`sendmail` in the Pickup folder: the server reads what other users
+/// write). Unix: mode 0640 when the file took the folder's group (a set-group-ID folder, as the
+/// Debian package's Pickup is, or a writer in that group), else 0644. A no-op on Windows, where the
+/// folder's inheritable ACL decides.
+pub fn share_with_folder(file: &std::fs::File, folder: &Path) -> io::Result<()> {
+    imp::share_with_folder(file, folder)
+}
+
+/// The login name of the user running this process (Unix: the real user id's passwd entry, else
+/// `$LOGNAME`/`$USER`; Windows: `%USERNAME%`). None when neither says.
+pub fn login_name() -> Option<String> {
+    imp::login_name().filter(|n| !n.is_empty())
+}
+
 /// Asks process `pid` to reload its configuration (Unix: SIGHUP). `Unsupported` on Windows, where
 /// a service is asked through the service control manager.
 pub fn signal_reload(pid: u32) -> io::Result<()> {

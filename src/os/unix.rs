@@ -87,6 +87,48 @@ pub fn restrict_to_owner(path: &Path) -> io::Result<()> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
 }
 
+pub fn share_with_folder(file: &File, folder: &Path) -> io::Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let group = std::fs::metadata(folder)?.gid();
+    let mode = if file.metadata()?.gid() == group {
+        0o640
+    } else {
+        0o644
+    };
+    // fchmod, unlike the mode given to open, is not narrowed by the umask.
+    file.set_permissions(std::fs::Permissions::from_mode(mode))
+}
+
+/// The first field of `struct passwd`, the only one read (its place is the same on every Unix).
+#[repr(C)]
+struct Passwd {
+    pw_name: *const std::ffi::c_char,
+}
+
+pub fn login_name() -> Option<String> {
+    unsafe extern "C" {
+        fn getuid() -> u32;
+        fn getpwuid(uid: u32) -> *const Passwd;
+    }
+    // SAFETY: getuid cannot fail; getpwuid returns null or a pointer to a static entry whose name is
+    // a NUL-terminated string, copied out at once (this process looks up no other entry meanwhile).
+    let from_passwd = unsafe {
+        let pw = getpwuid(getuid());
+        if pw.is_null() || (*pw).pw_name.is_null() {
+            None
+        } else {
+            Some(
+                std::ffi::CStr::from_ptr((*pw).pw_name)
+                    .to_string_lossy()
+                    .into_owned(),
+            )
+        }
+    };
+    from_passwd
+        .or_else(|| std::env::var("LOGNAME").ok())
+        .or_else(|| std::env::var("USER").ok())
+}
+
 pub fn on_signal<F: FnMut(crate::os::Signal) + Send + 'static>(mut f: F) -> io::Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;

@@ -64,6 +64,14 @@ pub fn restrict_to_owner(_path: &Path) -> io::Result<()> {
     Ok(())
 }
 
+pub fn share_with_folder(_file: &std::fs::File, _folder: &Path) -> io::Result<()> {
+    Ok(())
+}
+
+pub fn login_name() -> Option<String> {
+    std::env::var("USERNAME").ok()
+}
+
 pub fn on_signal<F: FnMut(crate::os::Signal) + Send + 'static>(mut f: F) -> io::Result<()> {
     ctrlc::set_handler(move || f(crate::os::Signal::Stop)).map_err(io::Error::other)
 }
