@@ -108,7 +108,9 @@ fn version_1_and_2_name_the_client_for_received_relay_and_the_w3c_log() {
         "{text}"
     );
 
-    // The balancer's own address (in RelayIpList) is not what counts: the client's is.
+    // The balancer's own address (in RelayIpList) is not what counts: the client's is. The log has
+    // a writer thread of its own: wait for the last session's records.
+    srv.wait_w3c(1, |t| t.contains("192.0.2.10"));
     let ips = client_ips(&srv);
     assert!(ips.iter().any(|ip| ip == "192.0.2.9"), "{ips:?}");
     assert!(ips.iter().any(|ip| ip == "192.0.2.10"), "{ips:?}");
