@@ -119,10 +119,11 @@ fn metrics_and_status_after_traffic() {
     let live = Sink::start_default();
     // Accepts and closes at once: every connection fails, so the destination goes dead.
     let dead = Sink::builder().drop_at(Stage::Connect).start();
-    let port = free_port("127.0.0.1");
+    // Port 0: the exporter says in the log where it listens (a port picked here beforehand could be
+    // taken by another test's server meanwhile).
     let srv = Builder::new()
         .retrying()
-        .key("MetricsBinding", &format!("127.0.0.1:{port}"))
+        .key("MetricsBinding", "127.0.0.1:0")
         .key("DeadDestinationFailures", "1")
         .key("AuthFlags", "3")
         .key("AllowPlaintextAuth", "1")
@@ -131,7 +132,14 @@ fn metrics_and_status_after_traffic() {
         .route("live.test", live.addr.port())
         .route("dead.test", dead.addr.port())
         .start();
-    let metrics: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let metrics: SocketAddr = srv
+        .log_text()
+        .split("metrics at http://")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no metrics address in the log:\n{}", srv.log_text()));
+    assert_ne!(metrics.port(), 0);
 
     // Three messages: to Drop, to the live next hop, to the dead one.
     srv.submit(
