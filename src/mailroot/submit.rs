@@ -121,8 +121,9 @@ mod tests {
 
     #[test]
     fn only_old_temporary_files_of_ours_are_leftovers() {
-        let now = SystemTime::now();
         let fresh = id::next();
+        // The identifier's time may run a little ahead of the clock (it never repeats).
+        let now = SystemTime::now() + Duration::from_secs(1);
         assert!(!is_leftover(&format!(".{fresh}.tmp"), now));
         assert!(is_leftover(&format!(".{fresh}.tmp"), now + LEFTOVER_AGE));
         assert!(!is_leftover(&format!("{fresh}.tmp"), now + LEFTOVER_AGE));
