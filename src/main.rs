@@ -140,36 +140,26 @@ fn main() -> ExitCode {
                 cmd = Some(Cmd::User(action, name));
             }
             group @ ("queue" | "badmail") if cmd.is_none() => {
+                // The rest is the group's own, but for --config.
                 let mut rest = Vec::new();
                 let mut j = i + 1;
                 while j < args.len() {
-                    match args[j].as_str() {
-                        "--config" | "-c" => {
-                            j += 1;
-                            match args.get(j) {
-                                Some(p) => config = Some(PathBuf::from(p)),
-                                None => return usage_error("--config needs a file"),
-                            }
-                        }
-                        a if a.starts_with("--config=") => {
-                            config = Some(PathBuf::from(&a["--config=".len()..]))
-                        }
-                        a => rest.push(a.to_string()),
+                    match config_arg(&args, &mut j) {
+                        Some(Ok(p)) => config = Some(p),
+                        Some(Err(e)) => return usage_error(e),
+                        None => rest.push(args[j].clone()),
                     }
                     j += 1;
                 }
                 cmd = Some(Cmd::Admin(group.to_string(), rest));
                 break;
             }
-            "--config" | "-c" => {
-                i += 1;
-                match args.get(i) {
-                    Some(p) => config = Some(PathBuf::from(p)),
-                    None => return usage_error("--config needs a file"),
+            a if a == "--config" || a == "-c" || a.starts_with("--config=") => {
+                match config_arg(&args, &mut i) {
+                    Some(Ok(p)) => config = Some(p),
+                    Some(Err(e)) => return usage_error(e),
+                    None => {}
                 }
-            }
-            a if a.starts_with("--config=") => {
-                config = Some(PathBuf::from(&a["--config=".len()..]))
             }
             other => return usage_error(&format!("unknown argument `{other}`")),
         }
@@ -242,6 +232,24 @@ fn admin(explicit: Option<&Path>, group: &str, args: &[String]) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `--config PATH`, `-c PATH` or `--config=PATH` at `args[*i]` (moving `i` past a separate PATH);
+/// `None` when `args[*i]` is something else.
+fn config_arg(args: &[String], i: &mut usize) -> Option<Result<PathBuf, &'static str>> {
+    let a = args.get(*i)?;
+    if let Some(p) = a.strip_prefix("--config=") {
+        return Some(Ok(PathBuf::from(p)));
+    }
+    if a != "--config" && a != "-c" {
+        return None;
+    }
+    *i += 1;
+    Some(
+        args.get(*i)
+            .map(PathBuf::from)
+            .ok_or("--config needs a file"),
+    )
 }
 
 fn usage_error(msg: &str) -> ExitCode {

@@ -417,6 +417,18 @@ fn retry_during_an_attempt_is_applied_when_it_ends() {
     assert_eq!(g.delivered.load(Ordering::SeqCst), 1, "delivered once");
 }
 
+/// `mailroot queue delete ID` on a thread of its own (it waits for the attempt in progress).
+fn delete_in_background(srv: &Server, id: &str) -> std::thread::JoinHandle<Run> {
+    let (conf, id) = (srv.dir.path().join("smtpsvc.ini"), id.to_string());
+    std::thread::spawn(move || {
+        run_bin(
+            &["queue", "delete", &id, "--config", &conf.to_string_lossy()],
+            None,
+            None,
+        )
+    })
+}
+
 #[test]
 fn delete_of_a_message_being_delivered() {
     let d = dns();
@@ -427,21 +439,7 @@ fn delete_of_a_message_being_delivered() {
     // The attempt in progress fails: the deletion applies when it ends.
     send(&srv, "deleted", "a@remote.test");
     g.at_dot.recv_timeout(LONG).expect("at the dot");
-    let id = ids(&srv)[0].clone();
-    let (srv_conf, id2) = (srv.dir.path().join("smtpsvc.ini"), id.clone());
-    let cmd = std::thread::spawn(move || {
-        run_bin(
-            &[
-                "queue",
-                "delete",
-                &id2,
-                "--config",
-                &srv_conf.to_string_lossy(),
-            ],
-            None,
-            None,
-        )
-    });
+    let cmd = delete_in_background(&srv, &ids(&srv)[0]);
     std::thread::sleep(Duration::from_millis(500));
     g.answer.send("451 4.3.0 try later").unwrap();
     let r = cmd.join().unwrap();
@@ -455,21 +453,7 @@ fn delete_of_a_message_being_delivered() {
     // The attempt in progress delivers it: nothing is left to delete, nothing is sent twice.
     send(&srv, "delivered", "b@remote.test");
     g.at_dot.recv_timeout(LONG).expect("at the dot");
-    let id = ids(&srv)[0].clone();
-    let (srv_conf, id2) = (srv.dir.path().join("smtpsvc.ini"), id.clone());
-    let cmd = std::thread::spawn(move || {
-        run_bin(
-            &[
-                "queue",
-                "delete",
-                &id2,
-                "--config",
-                &srv_conf.to_string_lossy(),
-            ],
-            None,
-            None,
-        )
-    });
+    let cmd = delete_in_background(&srv, &ids(&srv)[0]);
     std::thread::sleep(Duration::from_millis(500));
     g.answer.send("250 2.0.0 ok").unwrap();
     let r = cmd.join().unwrap();
