@@ -365,6 +365,18 @@ fn server_log_file_and_pid_file() {
         wait_until(|| std::net::TcpStream::connect(addr).is_ok()),
         "not listening on {addr}"
     );
+    // The socket accepts before the server logs "listening on" and writes its pid file: wait for
+    // both (the running-settings file is written last) rather than read them at the first connection.
+    let pid_file = dir.path().join("mailroot").join("mailroot.pid");
+    assert!(
+        wait_until(|| dir
+            .path()
+            .join("mailroot")
+            .join("mailroot.running.ini")
+            .is_file()
+            && fs::read_to_string(&log).is_ok_and(|t| t.contains("listening on"))),
+        "no listening line or pid file"
+    );
     let text = fs::read_to_string(&log).unwrap_or_default();
     assert!(text.starts_with("an older line\n"), "appended: {text}");
     let start = text
@@ -375,7 +387,6 @@ fn server_log_file_and_pid_file() {
         start.starts_with('[') && start.contains('T'),
         "timestamped: {start}"
     );
-    let pid_file = dir.path().join("mailroot").join("mailroot.pid");
     assert_eq!(
         fs::read_to_string(&pid_file).expect("pid file").trim(),
         child.id().to_string()
