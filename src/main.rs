@@ -190,8 +190,14 @@ fn sendmail(args: &[String]) -> ExitCode {
         print!("{}", mailroot::sendmail::USAGE);
         return ExitCode::SUCCESS;
     }
-    let result = mailroot::sendmail::args::parse(args)
-        .and_then(|inv| mailroot::sendmail::run(&inv, &mut std::io::stdin().lock()));
+    let result = mailroot::sendmail::args::parse(args).and_then(|inv| {
+        if inv.smtp {
+            let (mut input, mut output) = (std::io::stdin().lock(), std::io::stdout().lock());
+            mailroot::sendmail::run_smtp(&inv, &mut input, &mut output).map(|_| ())
+        } else {
+            mailroot::sendmail::run(&inv, &mut std::io::stdin().lock()).map(|_| ())
+        }
+    });
     match result {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {

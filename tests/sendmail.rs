@@ -2,7 +2,7 @@
 //! loopback: what PHP's `mail()` runs (`sendmail -t -i`, recipients in To/Cc/Bcc), what Debian's cron
 //! runs (`sendmail -FCronDaemon -i -B8BITMIME -oem user`, exactly), `-f`, the lone-dot rule with
 //! and without `-i`, the binary invoked through a link named `sendmail`, a message dropped while no
-//! server runs, and the failures: a Pickup folder that cannot be written, no recipient, an unknown
+//! server runs, `-bs` (SMTP on the pipes, as Laravel and Symfony Mailer run it), and the failures: a Pickup folder that cannot be written, no recipient, an unknown
 //! option. Delivery is checked at the next hop.
 
 mod common;
@@ -74,6 +74,19 @@ fn send(srv: &Server, args: &[&str], stdin: &str) {
         (Some(0), "", ""),
         "sendmail {args:?} is silent and succeeds"
     );
+}
+
+/// A configuration in `dir` (no server runs) whose Pickup folder is `pickup`.
+fn config_with_pickup(dir: &TempDir, pickup: &Path) -> PathBuf {
+    let conf = dir.path().join("smtpsvc.ini");
+    fs::write(
+        &conf,
+        Builder::new()
+            .key("PickupDirectory", pickup.to_str().expect("utf-8"))
+            .ini(),
+    )
+    .expect("config");
+    conf
 }
 
 fn one(sink: &Sink, srv: &Server) -> Delivered {
@@ -288,14 +301,7 @@ fn a_message_dropped_while_no_server_runs_waits_and_is_sent_at_start() {
 fn a_pickup_folder_that_cannot_be_written_is_exit_75_naming_it() {
     let dir = TempDir::new("sendmail-unwritable");
     let missing = dir.path().join("no-such-folder");
-    let conf = dir.path().join("smtpsvc.ini");
-    fs::write(
-        &conf,
-        Builder::new()
-            .key("PickupDirectory", missing.to_str().expect("utf-8"))
-            .ini(),
-    )
-    .expect("config");
+    let conf = config_with_pickup(&dir, &missing);
     let out = run(
         Path::new(bin()),
         &["sendmail", "-t", "-i"],
@@ -494,4 +500,187 @@ fn another_users_file_in_a_3733_pickup_is_readable_by_the_server_only() {
     assert_eq!(server_claims.code, Some(0), "{}", server_claims.stderr);
     let server_removes = as_user(server, &conf, "rm", &[&claimed], "");
     assert_eq!(server_removes.code, Some(0), "{}", server_removes.stderr);
+}
+
+/// One `sendmail -bs` conversation over the child's pipes, line by line as Laravel's and Symfony
+/// Mailer's SMTP client holds it: each command waits for its reply.
+struct Bs {
+    child: std::process::Child,
+    input: std::process::ChildStdin,
+    output: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl Bs {
+    fn start(srv: &Server, args: &[&str]) -> Bs {
+        let mut child = Command::new(bin())
+            .arg("sendmail")
+            .args(args)
+            .env("MAILROOT_CONFIG", config_of(srv))
+            .current_dir(srv.dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run mailroot sendmail -bs");
+        let input = child.stdin.take().expect("stdin");
+        let output = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+        Bs {
+            child,
+            input,
+            output,
+        }
+    }
+
+    /// The next reply, all its lines.
+    fn reply(&mut self) -> String {
+        use std::io::BufRead;
+        let mut all = String::new();
+        for _ in 0..64 {
+            let mut line = String::new();
+            let n = self.output.read_line(&mut line).expect("read a reply");
+            assert!(n > 0, "the pipe closed before a reply; so far: {all:?}");
+            all.push_str(&line);
+            if line.as_bytes().get(3) != Some(&b'-') {
+                break;
+            }
+        }
+        all
+    }
+
+    /// Writes `text` and returns the reply.
+    fn say(&mut self, text: &str) -> String {
+        self.input.write_all(text.as_bytes()).expect("write");
+        self.input.flush().expect("flush");
+        self.reply()
+    }
+
+    /// After QUIT: the exit status and standard error.
+    fn finish(self) -> (Option<i32>, String) {
+        drop(self.input);
+        let out = self.child.wait_with_output().expect("wait");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+/// `sendmail -bs -i` (Laravel's default; Symfony Mailer's is `-bs`): the same session as the
+/// server's on a pipe, without STARTTLS or AUTH, relaying allowed for the local user; each message
+/// answered 250 is in Pickup with its envelope (DSN parameters too) and the Message-ID the 250
+/// names, and goes out as it came in (dot-unstuffed once, not twice).
+#[test]
+fn dash_bs_speaks_smtp_on_a_pipe_as_laravel_and_symfony_do() {
+    let sink = Sink::start_default();
+    let srv = server(&sink);
+    let mut bs = Bs::start(&srv, &["-bs", "-i"]);
+    let greeting = bs.reply();
+    assert!(greeting.starts_with("220 "), "{greeting}");
+    let ehlo = bs.say("EHLO app.local.test\r\n");
+    assert!(
+        ehlo.starts_with("250-") && ehlo.contains("250-PIPELINING"),
+        "{ehlo}"
+    );
+    assert!(
+        !ehlo.contains("STARTTLS") && !ehlo.contains("AUTH"),
+        "a pipe has no TLS to start and nothing to log in to: {ehlo}"
+    );
+    assert!(
+        bs.say("MAIL FROM:<app@local.test> RET=HDRS\r\n")
+            .starts_with("250 ")
+    );
+    assert!(
+        bs.say("RCPT TO:<alice@remote.test> NOTIFY=FAILURE\r\n")
+            .starts_with("250 ")
+    );
+    assert!(bs.say("RCPT TO:<bob@remote.test>\r\n").starts_with("250 "));
+    assert!(bs.say("DATA\r\n").starts_with("354 "));
+    let queued = bs.say(
+        "From: App <app@local.test>\r\nTo: alice@remote.test\r\nSubject: Welcome\r\n\r\nHello.\r\n..a line that began with a dot\r\n.\r\n",
+    );
+    assert!(queued.starts_with("250 2.6.0 <"), "{queued}");
+    let message_id = &queued[10..queued.find('>').expect("an id") + 1];
+
+    // A second message in the same conversation (Symfony keeps the process for a batch), HELO-less
+    // null sender after RSET.
+    assert!(bs.say("RSET\r\n").starts_with("250 "));
+    assert!(bs.say("MAIL FROM:<>\r\n").starts_with("250 "));
+    assert!(
+        bs.say("RCPT TO:<carol@remote.test>\r\n")
+            .starts_with("250 ")
+    );
+    assert!(bs.say("DATA\r\n").starts_with("354 "));
+    assert!(
+        bs.say("Subject: Second\r\n\r\nTwo.\r\n.\r\n")
+            .starts_with("250 2.6.0 ")
+    );
+    assert!(bs.say("QUIT\r\n").starts_with("221 "));
+    let (code, stderr) = bs.finish();
+    assert_eq!((code, stderr.as_str()), (Some(0), ""));
+
+    let all = sink.wait_messages(2);
+    assert_eq!(all.len(), 2, "{}", srv.log_text());
+    let first = all
+        .iter()
+        .find(|m| m.subject() == "Welcome")
+        .expect("the first message");
+    assert_eq!(first.sender_addr(), "app@local.test");
+    assert!(first.mail_from.contains("RET=HDRS"), "{}", first.mail_from);
+    assert_eq!(first.rcpt_addrs(), ["alice@remote.test", "bob@remote.test"]);
+    assert!(
+        first.rcpts[0].contains("NOTIFY=FAILURE"),
+        "{:?}",
+        first.rcpts
+    );
+    let t = first.text();
+    assert!(
+        t.contains(&format!("\r\nMessage-ID: {message_id}\r\n")),
+        "the Message-ID of the 250 reply: {t}"
+    );
+    assert!(
+        t.contains("\r\n\r\nHello.\r\n.a line that began with a dot\r\n"),
+        "{t:?}"
+    );
+    let second = all
+        .iter()
+        .find(|m| m.subject() == "Second")
+        .expect("the second message");
+    assert_eq!(second.sender_addr(), "");
+    assert_eq!(second.rcpt_addrs(), ["carol@remote.test"]);
+    assert!(second.text().contains("\r\nDate: "), "{}", second.text());
+}
+
+/// `-bs` when the Pickup folder cannot be written: the message gets 452 (the caller may try again),
+/// the conversation goes on, the reason is on standard error; a conversation cut inside DATA
+/// writes nothing and exits 75.
+#[test]
+fn dash_bs_answers_452_when_pickup_fails_and_75_when_cut_off() {
+    let dir = TempDir::new("sendmail-bs-fail");
+    let pickup = dir.path().join("no-such-folder");
+    let conf = config_with_pickup(&dir, &pickup);
+    let conversation = "HELO a\r\nMAIL FROM:<a@local.test>\r\nRCPT TO:<b@remote.test>\r\nDATA\r\nSubject: x\r\n\r\nx\r\n.\r\nQUIT\r\n";
+    let out = run(
+        Path::new(bin()),
+        &["sendmail", "-bs"],
+        conversation,
+        Some(&conf),
+        dir.path(),
+    );
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(out.stdout.contains("\r\n452 4.3.1 "), "{}", out.stdout);
+    assert!(out.stdout.contains("\r\n221 "), "{}", out.stdout);
+    assert!(out.stderr.contains("no-such-folder"), "{}", out.stderr);
+
+    fs::create_dir(&pickup).expect("Pickup");
+    let cut = "HELO a\r\nMAIL FROM:<a@local.test>\r\nRCPT TO:<b@remote.test>\r\nDATA\r\nSubject: x\r\n\r\nhalf a message";
+    let out = run(
+        Path::new(bin()),
+        &["sendmail", "-bs"],
+        cut,
+        Some(&conf),
+        dir.path(),
+    );
+    assert_eq!(out.code, Some(75), "{}", out.stdout);
+    assert!(out.stderr.contains("inside a message"), "{}", out.stderr);
+    assert!(entries(&pickup).is_empty(), "{:?}", entries(&pickup));
 }

@@ -25,6 +25,8 @@ pub struct Invocation {
     pub ret: Option<String>,
     /// `-V`: DSN ENVID.
     pub envid: Option<String>,
+    /// `-bs`: SMTP on standard input and output (`stdio`); the envelope comes with MAIL and RCPT.
+    pub smtp: bool,
     /// The recipient arguments, as written.
     pub recipients: Vec<String>,
     /// `--config` / `-C`: the configuration file.
@@ -107,13 +109,7 @@ pub fn parse(args: &[String]) -> Result<Invocation, SendmailError> {
             },
             'b' => match rest {
                 "m" => {}
-                "s" => {
-                    return Err(SendmailError::Usage(
-                        "-bs (SMTP on standard input) is not supported: give the recipients, or -t, \
-                         and the message on standard input; or send by SMTP to the server"
-                            .into(),
-                    ));
-                }
+                "s" => inv.smtp = true,
                 "p" => {
                     return Err(SendmailError::Usage(
                         "-bp: use `mailq` or `mailroot queue list`".into(),
@@ -130,6 +126,11 @@ pub fn parse(args: &[String]) -> Result<Invocation, SendmailError> {
             _ => return Err(unknown(a)),
         }
         i += 1;
+    }
+    if inv.smtp && !inv.recipients.is_empty() {
+        return Err(SendmailError::Usage(
+            "-bs takes no recipient arguments: they come with RCPT TO".into(),
+        ));
     }
     Ok(inv)
 }
@@ -229,6 +230,13 @@ mod tests {
         assert!(e(&["--frobnicate=1"]).contains("`--frobnicate=1`"));
         assert!(e(&["-f"]).contains("-f needs a value"));
         assert!(e(&["--instance", "one"]).contains("number"));
-        assert!(e(&["-bs"]).contains("not supported"));
+        assert!(e(&["-bs", "a@b.test"]).contains("no recipient arguments"));
+    }
+
+    #[test]
+    fn bs_is_smtp_on_standard_input_as_laravel_and_symfony_start_it() {
+        assert!(p("-bs -i").smtp);
+        assert!(p("-bs").smtp);
+        assert!(!p("-t -i").smtp);
     }
 }

@@ -10,6 +10,7 @@
 //! on failure one line on standard error and a sysexits code ([`SendmailError::exit_code`]).
 
 pub mod args;
+pub mod stdio;
 
 use std::fmt;
 use std::io::{BufRead, Read};
@@ -42,6 +43,9 @@ server, which sends it (docs/linux.md). Prints nothing on success.
   -F NAME         your full name, for the From header when the message has none
   -N DSN          never, or success,delay,failure: when to report on delivery
   -R full|hdrs, -V ENVID   what a report returns, and the envelope identifier
+  -bs             SMTP on standard input and output instead (Laravel's and Symfony Mailer's
+                  `sendmail -bs`): the envelope comes with MAIL FROM and RCPT TO, and each message
+                  answered 250 is in the Pickup folder
   -C PATH, --config PATH   the configuration; default $MAILROOT_CONFIG, /etc/mailroot/smtpsvc.ini,
                   conf/smtpsvc.ini
   --instance N    the virtual server [SmtpSvc/N] (default: the first)
@@ -185,6 +189,18 @@ pub fn run(inv: &Invocation, input: &mut dyn BufRead) -> Result<PathBuf, Sendmai
     submit::write(&vs.dirs.pickup, &content).map_err(|e| SendmailError::Io(e.to_string()))
 }
 
+/// `-bs`: SMTP on `input` and `output` with the virtual server the invocation names; each message
+/// accepted goes into its Pickup folder (see [`stdio`]).
+pub fn run_smtp(
+    inv: &Invocation,
+    input: &mut dyn Read,
+    output: &mut dyn std::io::Write,
+) -> Result<stdio::Served, SendmailError> {
+    let located = locate(inv.config.as_deref());
+    let vs = virtual_server(&located, inv.instance)?;
+    stdio::serve(&vs, input, output)
+}
+
 /// The Pickup file for the message on `input`: envelope lines, added headers, the message.
 pub fn prepare(
     inv: &Invocation,
@@ -241,28 +257,42 @@ pub fn prepare(
         )));
     }
 
-    let mut out = Vec::with_capacity(sub.message.len() + 256);
-    let mut line = format!("X-Sender: <{}>", sender.as_deref().unwrap_or(""));
+    let mut head = String::new();
+    head.push_str(&format!("X-Sender: <{}>", sender.as_deref().unwrap_or("")));
     for (key, value) in [("RET", &inv.ret), ("ENVID", &inv.envid)] {
         if let Some(v) = value {
-            line.push_str(&format!(" {key}={v}"));
+            head.push_str(&format!(" {key}={v}"));
         }
     }
-    out.extend_from_slice(line.as_bytes());
-    out.extend_from_slice(b"\r\n");
+    head.push_str("\r\n");
     for r in &recipients {
-        out.extend_from_slice(format!("X-Receiver: <{r}>").as_bytes());
+        head.push_str(&format!("X-Receiver: <{r}>"));
         if let Some(n) = &inv.notify {
-            out.extend_from_slice(format!(" NOTIFY={}", n.to_ascii_uppercase()).as_bytes());
+            head.push_str(&format!(" NOTIFY={}", n.to_ascii_uppercase()));
         }
-        out.extend_from_slice(b"\r\n");
+        head.push_str("\r\n");
     }
+    assemble(vs, head.as_bytes(), &sub, sender, inv.full_name.as_deref())
+}
+
+/// A Pickup file: the envelope lines `head`, a From header (`sender`'s address, else the login
+/// name's, with `full_name`) and a Date header when the message has none, then the message,
+/// dot-stuffed when Pickup unstuffs. Fails when the message is over MaxMessageSize.
+fn assemble(
+    vs: &VirtualServer,
+    head: &[u8],
+    sub: &pickup_file::Submission,
+    sender: Option<String>,
+    full_name: Option<&str>,
+) -> Result<Vec<u8>, SendmailError> {
+    let mut out = Vec::with_capacity(head.len() + sub.message.len() + 256);
+    out.extend_from_slice(head);
     if !sub.has_from {
-        let address = match &sender {
-            Some(s) => s.clone(),
-            None => login_address(domain)?,
+        let address = match sender {
+            Some(s) => s,
+            None => login_address(&vs.default_domain)?,
         };
-        let from = match inv.full_name.as_deref().filter(|n| !n.is_empty()) {
+        let from = match full_name.filter(|n| !n.is_empty()) {
             Some(name) => format!("From: {} <{address}>\r\n", display_name(name)),
             None => format!("From: {address}\r\n"),
         };

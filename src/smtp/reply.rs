@@ -73,6 +73,8 @@ pub const SESSION_TOO_BIG: &[u8] = b"552 5.3.4 Session size exceeds fixed maximu
 pub const LOOP: &[u8] = b"554 5.4.6 Routing loop detected\r\n";
 /// The disk refused the message.
 pub const STORAGE: &[u8] = b"452 4.3.1 Insufficient system storage\r\n";
+/// BINARYMIME content given to `sendmail -bs`, whose Pickup folder holds text only.
+pub const BINARY_NOT_TEXT: &[u8] = b"554 5.6.1 Binary content (bare CR or LF, NUL) cannot go through the Pickup folder: send it by SMTP to the server\r\n";
 /// Bare LF in DATA.
 pub const BARE_LF: &[u8] =
     b"550 5.6.0 Message refused: bare LF in data; lines must end with CRLF\r\n";

@@ -689,6 +689,14 @@ impl Session {
         }
     }
 
+    /// After [`Verdict::Commit`]: the message cannot be kept in the form it came in after all
+    /// (`sendmail -bs` cannot put binary content into the Pickup folder). Writes `reply` and ends
+    /// the transaction.
+    pub fn not_committed(&mut self, reply: &[u8], out: &mut Vec<u8>) {
+        self.tx = None;
+        out.extend_from_slice(reply);
+    }
+
     /// The envelope of the current transaction (for logging after a commit).
     pub fn envelope(&self) -> Option<&Envelope> {
         self.tx.as_ref().map(|t| &t.envelope)
