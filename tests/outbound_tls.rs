@@ -688,3 +688,89 @@ fn starttls_response_injection_after_the_reply_ends_the_session() {
     let (srv, evil) = injection_test(Injection::Later);
     assert_session_dropped(&srv, &evil);
 }
+
+/// RoutePasswordFile: the password is the file's first line, so the INI holds none. The login works as with RoutePassword; `mailroot check`
+/// shows the file, not "(set)"; the INI gets no "holds passwords" warning, the file does when
+/// others can read it; both keys at once, or an empty file, are errors naming file, line and key.
+#[cfg(unix)]
+#[test]
+fn route_password_file_keeps_the_password_out_of_the_ini() {
+    use std::os::unix::fs::PermissionsExt;
+    let ca = TestCa::new();
+    let sink = m365(&ca, PASS).start();
+    let secrets = TempDir::new("route-password");
+    let file = secrets.path().join("relay-password.txt");
+    std::fs::write(
+        &file,
+        format!("{PASS}\n# anything after the first line is ignored\n"),
+    )
+    .expect("password file");
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let srv = trusting(&ca, sink.addr.port(), "required")
+        .key("RouteUserName", USER)
+        .key("RoutePasswordFile", &file.to_string_lossy())
+        .start();
+    srv.submit(
+        "app@local.test",
+        &["u@example.test"],
+        &message("from a file"),
+    );
+    let got = sink.wait_messages(1);
+    assert_eq!(got.len(), 1, "{}", srv.log_text());
+    assert_eq!(got[0].auth_user.as_deref(), Some(USER));
+    let log = srv.log_text();
+    assert!(
+        log.lines().any(|l| l.contains("RoutePasswordFile")
+            && l.contains(&file.display().to_string())
+            && l.contains("readable by other users")),
+        "a 0644 password file is warned about:\n{log}"
+    );
+    assert!(
+        !log.contains("holds passwords"),
+        "the INI holds no password:\n{log}"
+    );
+    assert!(!log.contains(PASS), "the password is in the log");
+
+    let ini = srv.dir.path().join("smtpsvc.ini");
+    let check = run_bin(&["check", "--config", &ini.to_string_lossy()], None, None);
+    assert!(check.ok(), "{}", check.both());
+    let shown = check.both();
+    assert!(
+        shown.contains(&file.display().to_string()) && !shown.contains(PASS),
+        "{shown}"
+    );
+
+    // Both keys, then an empty file: errors that name the file, the line and the key.
+    let dir = TempDir::new("route-password-bad");
+    let both = dir.path().join("both.ini");
+    let text = format!(
+        "[SmtpSvc/1]\nSmartHost = [127.0.0.1]:2626\nRouteUserName = {USER}\nRoutePassword = {PASS}\nRoutePasswordFile = {}\n",
+        file.display()
+    );
+    std::fs::write(&both, &text).expect("ini");
+    let r = run_bin(&["check", "--config", &both.to_string_lossy()], None, None);
+    let want = format!("{}:5: RoutePasswordFile", both.display());
+    assert!(
+        !r.ok() && r.both().contains(&want) && r.both().contains("not both"),
+        "{want}:\n{}",
+        r.both()
+    );
+    let empty_file = dir.path().join("empty.txt");
+    std::fs::write(&empty_file, "\n").expect("empty");
+    let empty = dir.path().join("empty.ini");
+    std::fs::write(
+        &empty,
+        format!(
+            "[SmtpSvc/1]\nRouteUserName = {USER}\nRoutePasswordFile = {}\n",
+            empty_file.display()
+        ),
+    )
+    .expect("ini");
+    let r = run_bin(&["check", "--config", &empty.to_string_lossy()], None, None);
+    let want = format!("{}:3: RoutePasswordFile", empty.display());
+    assert!(
+        !r.ok() && r.both().contains(&want) && r.both().contains("empty"),
+        "{want}:\n{}",
+        r.both()
+    );
+}

@@ -310,6 +310,11 @@ pub const SERVER_KEYS: &[KeyDef] = &[
         meaning: "password for AUTH at the smart host",
     },
     KeyDef {
+        name: "RoutePasswordFile",
+        default: "",
+        meaning: "file whose first line is RoutePassword (the INI then holds no password)",
+    },
+    KeyDef {
         name: "SmtpRemoteProgressiveRetry",
         default: "15,30,60,240",
         meaning: "minutes before the 1st, 2nd, 3rd and every later retry (30s, 2m, 1h also accepted)",
@@ -367,6 +372,11 @@ pub const DOMAIN_KEYS: &[KeyDef] = &[
         name: "RoutePassword",
         default: "",
         meaning: "password for AUTH at this domain's next hop",
+    },
+    KeyDef {
+        name: "RoutePasswordFile",
+        default: "",
+        meaning: "file whose first line is this domain's RoutePassword",
     },
     KeyDef {
         name: "OutboundTls",

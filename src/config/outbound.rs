@@ -324,14 +324,26 @@ impl Outbound {
             .filter(|(k, _)| !k.ends_with("CertificateFile"))
     }
 
-    /// Whether the INI itself holds a secret of this route (RoutePassword, OAuthClientSecret).
+    /// RoutePasswordFile, when the password comes from one (for the effective settings).
+    pub fn password_file(&self) -> Option<&Path> {
+        self.files
+            .iter()
+            .find(|(k, _)| *k == "RoutePasswordFile")
+            .map(|(_, f)| f.as_path())
+    }
+
+    /// Whether the INI itself holds a secret of this route (RoutePassword, OAuthClientSecret), rather
+    /// than a file it names.
     pub fn inline_secret(&self) -> bool {
         let from_file = self
             .files
             .iter()
             .any(|(k, _)| *k == "OAuthClientSecretFile");
         match &self.auth {
-            Some(OutboundAuth::Password { credentials, .. }) => !credentials.password.is_empty(),
+            Some(OutboundAuth::Password { credentials, .. }) => {
+                !credentials.password.is_empty()
+                    && !self.files.iter().any(|(k, _)| *k == "RoutePasswordFile")
+            }
             Some(OutboundAuth::XOAuth2(o)) => {
                 !from_file
                     && matches!(
@@ -493,7 +505,7 @@ pub(super) fn read(
     let path_key = |key: &'static str| -> Result<Option<PathBuf>, ConfigError> {
         r.parse(key, |v| optional(v, |v| parse_path(base, v)))
     };
-    let credentials = credentials(r)?;
+    let credentials = credentials(r, base, &mut files)?;
     let oauth = oauth(r, base, provider, &mut files)?;
     let mechanism = r.parse("OutboundAuthMechanism", |v| {
         match v.to_ascii_lowercase().as_str() {
@@ -589,19 +601,57 @@ pub(super) fn read(
     })
 }
 
-/// RouteUserName / RoutePassword.
-fn credentials(r: &Reader<'_>) -> Result<Option<Credentials>, ConfigError> {
+/// RouteUserName / RoutePassword, or the first line of RoutePasswordFile (then the INI holds no
+/// secret).
+fn credentials(
+    r: &Reader<'_>,
+    base: &Path,
+    files: &mut Vec<(&'static str, PathBuf)>,
+) -> Result<Option<Credentials>, ConfigError> {
     let user = r.raw("RouteUserName").0.trim().to_string();
-    let (password, pline) = r.raw("RoutePassword");
+    let (inline, pline) = r.raw("RoutePassword");
+    let file = r.parse("RoutePasswordFile", |v| {
+        optional(v, |v| parse_path(base, v))
+    })?;
+    let (password, key, line) = match (inline.is_empty(), file) {
+        (false, Some(_)) => {
+            return Err(r.error(
+                r.raw("RoutePasswordFile").1,
+                "RoutePasswordFile",
+                "set RoutePassword or RoutePasswordFile, not both",
+            ));
+        }
+        (true, Some(f)) => {
+            let line = r.raw("RoutePasswordFile").1;
+            let password = first_line(r, "RoutePasswordFile", &f)?;
+            files.push(("RoutePasswordFile", f));
+            (password, "RoutePasswordFile", line)
+        }
+        (_, None) => (inline, "RoutePassword", pline),
+    };
     match (user.is_empty(), password.is_empty()) {
         (true, true) => Ok(None),
         (false, _) => Ok(Some(Credentials { user, password })),
-        (true, false) => Err(r.error(
-            pline,
-            "RoutePassword",
-            "RoutePassword without RouteUserName",
-        )),
+        (true, false) => Err(r.error(line, key, format!("{key} without RouteUserName"))),
     }
+}
+
+/// The first line of a secret file, trimmed; an error naming `key` when it cannot be read or is
+/// empty.
+fn first_line(r: &Reader<'_>, key: &'static str, path: &Path) -> Result<String, ConfigError> {
+    let line = r.raw(key).1;
+    let bytes =
+        std::fs::read(path).map_err(|e| r.error(line, key, format!("{}: {e}", path.display())))?;
+    let s = String::from_utf8_lossy(&bytes)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    if s.is_empty() {
+        return Err(r.error(line, key, format!("{}: the file is empty", path.display())));
+    }
+    Ok(s)
 }
 
 /// The OAuth credential of a section, if any OAuth key is set.
@@ -657,21 +707,7 @@ fn oauth(
         (false, None) => Some(Secret(secret_text)),
         (true, Some(f)) => {
             files.push(("OAuthClientSecretFile", f.clone()));
-            let bytes = read_file("OAuthClientSecretFile", f)?;
-            let s = String::from_utf8_lossy(&bytes)
-                .lines()
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_string();
-            if s.is_empty() {
-                return Err(r.error(
-                    line("OAuthClientSecretFile"),
-                    "OAuthClientSecretFile",
-                    format!("{}: the file is empty", f.display()),
-                ));
-            }
-            Some(Secret(s))
+            Some(Secret(first_line(r, "OAuthClientSecretFile", f)?))
         }
         (true, None) => None,
     };

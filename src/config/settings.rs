@@ -382,11 +382,21 @@ impl VirtualServer {
             ("RouteUserName", self.delivery.out.user().to_string()),
             (
                 "RoutePassword",
-                if self.delivery.out.credentials().is_some() {
+                if self.delivery.out.credentials().is_some()
+                    && self.delivery.out.password_file().is_none()
+                {
                     "(set)".into()
                 } else {
                     String::new()
                 },
+            ),
+            (
+                "RoutePasswordFile",
+                self.delivery
+                    .out
+                    .password_file()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
             ),
             (
                 "SmtpRemoteProgressiveRetry",
@@ -633,11 +643,18 @@ impl DomainRoute {
             ("RouteUserName", self.out.user().to_string()),
             (
                 "RoutePassword",
-                if self.out.credentials().is_some() {
+                if self.out.credentials().is_some() && self.out.password_file().is_none() {
                     "(set)".into()
                 } else {
                     String::new()
                 },
+            ),
+            (
+                "RoutePasswordFile",
+                self.out
+                    .password_file()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
             ),
             (
                 "OutboundTls",

@@ -1227,7 +1227,7 @@ impl Converter<'_> {
     fn route_credential(&mut self, w: &mut Writer, node: &Node, p: &Prop) {
         if p.name.eq_ignore_ascii_case("RoutePassword") {
             self.comment(w, node, p, Kind::WindowsOnly,
-                "encrypted with the old machine's key in the metabase; write RoutePassword (and RouteUserName) yourself");
+                "encrypted with the old machine's key in the metabase; write RoutePassword, or RoutePasswordFile (and RouteUserName) yourself");
         } else {
             self.comment(w, node, p, Kind::NotSupported,
                 "its password cannot be read from the metabase (encrypted); write both once you have it");

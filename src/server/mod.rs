@@ -242,7 +242,7 @@ impl Server {
             && crate::os::readable_by_others(ini).unwrap_or(false)
         {
             log::warn!(
-                "{} holds passwords or client secrets and is readable by other users: chmod 600 it, or move the secrets to OAuthClientSecretFile",
+                "{} holds passwords or client secrets and is readable by other users: chmod 600 it, or move the secrets to RoutePasswordFile / OAuthClientSecretFile",
                 ini.display()
             );
         }
