@@ -205,7 +205,8 @@ pub struct Submission {
 /// Reads a message for `sendmail`: line endings made CRLF (no dot rule: the input is not
 /// dot-stuffed), X-Sender and X-Receiver fields cut out (Pickup would take them for the envelope;
 /// it removes them from what it sends anyway), and, with `extract` (`sendmail -t`), the addresses of
-/// To, Cc and Bcc, each without a domain given `@domain`. A message whose first line is not a
+/// To, Cc and Bcc (of Resent-To, Resent-Cc and Resent-Bcc when the message has Resent- fields;
+/// Resent-Bcc is then cut out), each without a domain given `@domain`. A message whose first line is not a
 /// header field has no header section: nothing is cut and no field is found.
 pub fn submission(raw: &[u8], domain: &str, extract: bool) -> Result<Submission, PickupError> {
     let text = normalise(raw, false);
@@ -223,8 +224,21 @@ pub fn submission(raw: &[u8], domain: &str, extract: bool) -> Result<Submission,
     };
     let mut recipients = Vec::new();
     if extract {
+        // A message being resent (it has Resent- fields) goes to the Resent- recipients only, as
+        // with sendmail's and Postfix's -t: its To, Cc and Bcc were the first sending's.
+        let resent = head.fields.iter().any(|f| {
+            matches!(
+                f.kind,
+                Field::ResentTo | Field::ResentCc | Field::ResentBcc | Field::Resent
+            )
+        });
         let mut seen = HashSet::new();
-        for kind in [Field::To, Field::Cc, Field::Bcc] {
+        let kinds = if resent {
+            [Field::ResentTo, Field::ResentCc, Field::ResentBcc]
+        } else {
+            [Field::To, Field::Cc, Field::Bcc]
+        };
+        for kind in kinds {
             for f in head.fields.iter().filter(|f| f.kind == kind) {
                 for a in addresses(f.value(&text), kind, Some(domain))? {
                     let m = a.mailbox.ok_or_else(|| kind.invalid(b"<>"))?;
@@ -237,11 +251,11 @@ pub fn submission(raw: &[u8], domain: &str, extract: bool) -> Result<Submission,
     }
     let mut message = Vec::with_capacity(text.len());
     let mut pos = 0;
-    for f in head
-        .fields
-        .iter()
-        .filter(|f| matches!(f.kind, Field::XSender | Field::XReceiver))
-    {
+    // Pickup cuts Bcc itself; Resent-Bcc is cut here when it chose the recipients.
+    for f in head.fields.iter().filter(|f| {
+        matches!(f.kind, Field::XSender | Field::XReceiver)
+            || (extract && f.kind == Field::ResentBcc)
+    }) {
         message.extend_from_slice(&text[pos..f.start]);
         pos = f.end;
     }
@@ -297,6 +311,11 @@ enum Field {
     To,
     Cc,
     Bcc,
+    ResentTo,
+    ResentCc,
+    ResentBcc,
+    /// Another `Resent-` field (Resent-From, Resent-Date …): the message is being resent.
+    Resent,
     Received,
     MessageId,
     Date,
@@ -307,7 +326,7 @@ enum Field {
 
 impl Field {
     fn of(name: &[u8]) -> Field {
-        const NAMES: [(&[u8], Field); 10] = [
+        const NAMES: [(&[u8], Field); 13] = [
             (b"x-sender", Field::XSender),
             (b"x-receiver", Field::XReceiver),
             (b"sender", Field::Sender),
@@ -315,6 +334,9 @@ impl Field {
             (b"to", Field::To),
             (b"cc", Field::Cc),
             (b"bcc", Field::Bcc),
+            (b"resent-to", Field::ResentTo),
+            (b"resent-cc", Field::ResentCc),
+            (b"resent-bcc", Field::ResentBcc),
             (b"received", Field::Received),
             (b"message-id", Field::MessageId),
             (b"date", Field::Date),
@@ -322,7 +344,12 @@ impl Field {
         NAMES
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map_or(Field::Other, |(_, f)| *f)
+            .map(|(_, f)| *f)
+            .or_else(|| {
+                let resent = name.get(..7)?.eq_ignore_ascii_case(b"resent-");
+                resent.then_some(Field::Resent)
+            })
+            .unwrap_or(Field::Other)
     }
 
     /// The name for error messages.
@@ -335,6 +362,10 @@ impl Field {
             Field::To => "To",
             Field::Cc => "Cc",
             Field::Bcc => "Bcc",
+            Field::ResentTo => "Resent-To",
+            Field::ResentCc => "Resent-Cc",
+            Field::ResentBcc => "Resent-Bcc",
+            Field::Resent => "Resent- header",
             Field::Received => "Received",
             Field::MessageId => "Message-ID",
             Field::Date => "Date",

@@ -37,7 +37,8 @@ Usage: mailroot sendmail [OPTION...] [RECIPIENT...]   (or this binary invoked as
 Reads a message from standard input and drops it into the Pickup folder of the configured virtual
 server, which sends it (docs/linux.md). Prints nothing on success.
 
-  -t              also send to the addresses of To, Cc and Bcc (Bcc is removed from the message)
+  -t              also send to the addresses of To, Cc and Bcc (Bcc is removed from the message;
+                  on a message with Resent- fields: Resent-To, Resent-Cc and Resent-Bcc)
   -i, -oi         a line holding a single dot is data (without: it ends the message)
   -f ADDR, -r ADDR  the envelope sender (`<>` for none); default: your login name at DefaultDomain
   -F NAME         your full name, for the From header when the message has none
@@ -492,6 +493,32 @@ mod tests {
         assert!(!text.contains("Bcc"), "{text}");
         assert!(text.contains("\r\n\r\nbody\r\n.\r\nmore\r\n"), "{text:?}");
         assert!(text.starts_with("Date: "), "a Date is added: {text}");
+    }
+
+    #[test]
+    fn dash_t_on_a_resent_message_takes_the_resent_recipients_only() {
+        let f = file(
+            "-t -i",
+            "Resent-From: ops@example.org\nResent-To: new@x.test\nResent-Bcc: hidden@x.test\nFrom: a@example.org\nTo: first@x.test\nBcc: old@x.test\nSubject: fwd\n\nbody\n",
+        );
+        let m = picked(&f);
+        assert_eq!(rcpts(&m), ["new@x.test", "hidden@x.test"]);
+        let text = String::from_utf8(m.message).unwrap();
+        assert!(
+            !text.contains("Resent-Bcc") && !text.contains("hidden"),
+            "{text}"
+        );
+        assert!(text.contains("Resent-To: new@x.test\r\n"), "{text}");
+        // A Resent- field of another kind (Resent-Date alone) still marks a resent message: To is
+        // the first sending's, so there is no recipient.
+        let e = fails(
+            "-t",
+            "Resent-Date: Fri, 4 Dec 2026 10:00:00 +0000\nTo: first@x.test\n\nx\n",
+        );
+        assert!(matches!(e, SendmailError::Usage(_)), "{e}");
+        // Without -t, a Resent-Bcc stays for Pickup (which sends the message as it is).
+        let f = file("r@x.test", "Resent-Bcc: keep@x.test\nSubject: s\n\nx\n");
+        assert!(f.contains("Resent-Bcc: keep@x.test"), "{f}");
     }
 
     #[test]

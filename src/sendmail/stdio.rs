@@ -175,10 +175,6 @@ pub fn serve(
         if !session.message_open() {
             chunked = None; // RSET, EHLO or a refusal ended a BDAT message
         }
-        // Replies wait while more commands are already buffered (PIPELINING), as on a socket.
-        if io.start == io.end {
-            io.flush()?;
-        }
     }
 }
 
@@ -319,7 +315,8 @@ impl Pipe<'_> {
     }
 
     /// Reads more input after what is buffered; `false` at its end. Replies go out first: the
-    /// client may be waiting for them before it writes again.
+    /// client may be waiting for them before it writes again (and while commands are still
+    /// buffered, PIPELINING, they wait as on a socket).
     fn fill(&mut self) -> Result<bool, SendmailError> {
         self.flush()?;
         if self.start > 0 {
