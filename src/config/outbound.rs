@@ -341,8 +341,7 @@ impl Outbound {
             .any(|(k, _)| *k == "OAuthClientSecretFile");
         match &self.auth {
             Some(OutboundAuth::Password { credentials, .. }) => {
-                !credentials.password.is_empty()
-                    && !self.files.iter().any(|(k, _)| *k == "RoutePasswordFile")
+                !credentials.password.is_empty() && self.password_file().is_none()
             }
             Some(OutboundAuth::XOAuth2(o)) => {
                 !from_file
