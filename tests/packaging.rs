@@ -483,31 +483,30 @@ fn the_debian_package_builds_installs_and_purges() {
         let q = run_ok("update-alternatives", &["--query", "sendmail"]);
         assert!(q.contains("Value: /usr/bin/mailroot"), "{q}");
     }
-    let mut child = Command::new("runuser")
-        .args([
-            "-u",
-            "nobody",
-            "--",
-            "/usr/bin/mailroot",
-            "sendmail",
-            "-t",
-            "-i",
-        ])
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("runuser");
-    std::io::Write::write_all(
-        &mut child.stdin.take().expect("stdin"),
-        b"To: root\nSubject: from nobody\n\nhello\n",
-    )
-    .expect("write");
-    let out = child.wait_with_output().expect("sendmail");
-    assert!(
-        out.status.success(),
-        "sendmail as nobody: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let sendmail_as_nobody = |message: &[u8]| {
+        let mut child = Command::new("runuser")
+            .args([
+                "-u",
+                "nobody",
+                "--",
+                "/usr/bin/mailroot",
+                "sendmail",
+                "-t",
+                "-i",
+            ])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("runuser");
+        std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), message).expect("write");
+        let out = child.wait_with_output().expect("sendmail");
+        assert!(
+            out.status.success(),
+            "sendmail as nobody: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    sendmail_as_nobody(b"To: root\nSubject: from nobody\n\nhello\n");
     // The service (where systemd runs) may already have taken it into Drop.
     let dropped: Vec<PathBuf> = ["Pickup", "Drop"]
         .iter()
@@ -531,6 +530,29 @@ fn the_debian_package_builds_installs_and_purges() {
         );
     }
     for f in &dropped {
+        let _ = fs::remove_file(f);
+    }
+
+    // Once the server has published its submission settings in the spool (it does at each start
+    // and reload; written here as it writes them, since the service may not run in this test),
+    // a user who may not read the configuration takes DefaultDomain and the rest from them.
+    let published = Path::new("/var/spool/mailroot/mailroot.submission.ini");
+    fs::write(
+        published,
+        "[SmtpSvc/1]\nMailRoot = /var/spool/mailroot\nPickupDirectory = /var/spool/mailroot/Pickup\nDefaultDomain = published.test\n",
+    )
+    .expect("publish");
+    fs::set_permissions(published, fs::Permissions::from_mode(0o644)).expect("chmod");
+    sendmail_as_nobody(b"To: root\nSubject: published settings\n\nhello\n");
+    let taken: Vec<PathBuf> = ["Pickup", "Queue", "Drop"]
+        .iter()
+        .flat_map(|d| list_eml(&Path::new("/var/spool/mailroot").join(d)))
+        .filter(|f| read_text(f).contains("Subject: published settings"))
+        .collect();
+    assert_eq!(taken.len(), 1, "{taken:?}");
+    let text = read_text(&taken[0]);
+    assert!(text.contains("root@published.test"), "{text}");
+    for f in taken.iter().map(PathBuf::as_path).chain([published]) {
         let _ = fs::remove_file(f);
     }
 

@@ -684,3 +684,102 @@ fn dash_bs_answers_452_when_pickup_fails_and_75_when_cut_off() {
     assert!(out.stderr.contains("inside a message"), "{}", out.stderr);
     assert!(entries(&pickup).is_empty(), "{:?}", entries(&pickup));
 }
+
+/// The settings the server publishes for `sendmail` users who may not read its configuration
+/// (`<MailRoot>/mailroot.submission.ini`): readable by all, only the submission keys (no secret,
+/// no file name), absolute paths, a file that loads as a configuration (so `sendmail -C` on it
+/// qualifies a bare name with the configured DefaultDomain and drops into the configured Pickup),
+/// rewritten at a reload.
+#[test]
+fn the_server_publishes_its_submission_settings_and_sendmail_can_use_them() {
+    let sink = Sink::start_default();
+    let srv = Builder::new()
+        .smart_host(sink.addr.port())
+        .key("PickupSettleTime", "100ms")
+        .key("DefaultDomain", "corp.test")
+        .key("PickupDirectory", "drop-here")
+        .section(
+            "\n[SmtpSvc/1/Domain/partner.test]\nSmartHost = [127.0.0.1]:9\nRouteUserName = relay@corp.test\nRoutePassword = not-for-everyone\n",
+        )
+        .start();
+    let published = srv.mailroot().join("mailroot.submission.ini");
+    assert!(wait_until(|| published.is_file()), "{}", srv.log_text());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(&published).expect("stat").permissions().mode();
+        assert_eq!(mode & 0o777, 0o644, "readable by all");
+    }
+    let text = fs::read_to_string(&published).expect("read");
+    let keys: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with(';') && l.contains(" = "))
+        .map(|l| l.split(" = ").next().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "FullyQualifiedDomainName",
+            "MailRoot",
+            "PickupDirectory",
+            "DefaultDomain",
+            "MaxMessageSize",
+            "MaxSessionSize",
+            "MaxRecipients",
+            "AllowBareLfInCommands",
+            "HopCount",
+            "PickupUnstuffDots",
+        ],
+        "{text}"
+    );
+    assert!(
+        !text.contains("not-for-everyone") && !text.contains("Route"),
+        "{text}"
+    );
+    let pickup = srv.dir.path().join("drop-here");
+    assert!(
+        text.contains(&format!("PickupDirectory = {}\n", pickup.display())),
+        "absolute: {text}"
+    );
+
+    // A user given only the published file (no configuration) sends as the server would have it.
+    let out = run(
+        Path::new(bin()),
+        &[
+            "sendmail",
+            "-C",
+            published.to_str().expect("utf-8"),
+            "-i",
+            "ops@remote.test",
+        ],
+        "To: ops@remote.test\nSubject: via the published settings\n\nok\n",
+        None,
+        Path::new("/"),
+    );
+    assert_eq!(
+        (out.code, out.stderr.as_str()),
+        (Some(0), ""),
+        "{}",
+        out.stdout
+    );
+    let m = one(&sink, &srv);
+    assert_eq!(m.sender_addr(), format!("{}@corp.test", login()));
+    assert_eq!(m.subject(), "via the published settings");
+
+    // A reload rewrites it.
+    let conf = config_of(&srv);
+    let ini = fs::read_to_string(&conf).expect("config");
+    fs::write(
+        &conf,
+        ini.replace("DefaultDomain = corp.test", "DefaultDomain = new.test"),
+    )
+    .expect("config");
+    let r = run_bin(
+        &["reload", "--config", conf.to_str().expect("utf-8")],
+        None,
+        None,
+    );
+    assert!(r.ok(), "{}", r.both());
+    let text = fs::read_to_string(&published).expect("read");
+    assert!(text.contains("DefaultDomain = new.test\n"), "{text}");
+}

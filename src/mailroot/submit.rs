@@ -11,6 +11,12 @@
 //!
 //! A writer killed before step 3 leaves a `.<id>.tmp` that nobody takes: `pickup` removes such a
 //! file once its identifier is [`LEFTOVER_AGE`] old ([`is_leftover`]).
+//!
+//! A writer also needs a few of the server's settings (where Pickup is, DefaultDomain, the limits),
+//! and may not be allowed to read the configuration (the Debian package keeps it root:mailroot,
+//! because it may hold passwords). So the server publishes those keys, and only those, in
+//! `<MailRoot>/`[`SETTINGS_FILE`], readable by all, at start-up and at each reload
+//! ([`publish_settings`]).
 
 use std::fs;
 use std::io::{self, Write};
@@ -18,7 +24,28 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use super::error::{StoreError, err};
+use crate::config::VirtualServer;
 use crate::id;
+
+/// The file, in the first virtual server's MailRoot, where the server publishes what `sendmail`
+/// needs of its settings ([`publish_settings`]).
+pub const SETTINGS_FILE: &str = "mailroot.submission.ini";
+
+/// The keys published: the folders, the names a message gets (FQDN for `-bs`'s greeting and
+/// Message-ID; DefaultDomain for bare names and the From), and what the submission path checks
+/// (sizes, recipients, hops, the dot rule, bare LF). None names a secret or a file to open.
+pub const SETTINGS_KEYS: &[&str] = &[
+    "FullyQualifiedDomainName",
+    "MailRoot",
+    "PickupDirectory",
+    "DefaultDomain",
+    "MaxMessageSize",
+    "MaxSessionSize",
+    "MaxRecipients",
+    "AllowBareLfInCommands",
+    "HopCount",
+    "PickupUnstuffDots",
+];
 
 /// How old a `.<id>.tmp` must be before `pickup` removes it as a crashed writer's leftover. A
 /// writer has its whole message in memory before it creates the file, so it is done in seconds.
@@ -63,6 +90,44 @@ pub fn write(pickup: &Path, content: &[u8]) -> Result<PathBuf, StoreError> {
         Err(e) => return Err(StoreError::new("fsync", pickup, e)),
     }
     Ok(dest)
+}
+
+/// [`SETTINGS_KEYS`] of every virtual server as an INI file that loads as the configuration
+/// (paths made absolute: the file is read from elsewhere than the server's working folder).
+pub fn settings_text(servers: &[std::sync::Arc<VirtualServer>]) -> String {
+    let mut out = String::from(
+        "; what `mailroot sendmail` needs of this server's settings, for users who may not read its\n\
+         ; configuration; written by the server at start-up and at each reload (docs/linux.md)\n",
+    );
+    for vs in servers {
+        out.push_str(&format!("\n[SmtpSvc/{}]\n", vs.instance));
+        for (key, value) in vs.effective() {
+            if !SETTINGS_KEYS.contains(&key) {
+                continue;
+            }
+            let value = match key {
+                "MailRoot" | "PickupDirectory" => std::path::absolute(&value)
+                    .map(|p| p.display().to_string())
+                    .unwrap_or(value),
+                _ => value,
+            };
+            out.push_str(&format!("{key} = {value}\n"));
+        }
+    }
+    out
+}
+
+/// Writes [`settings_text`] to `<MailRoot>/`[`SETTINGS_FILE`] of the first virtual server, readable
+/// by all (Unix 0644, whatever the umask), replacing the old one atomically.
+pub fn publish_settings(servers: &[std::sync::Arc<VirtualServer>]) -> io::Result<()> {
+    let Some(first) = servers.first() else {
+        return Ok(());
+    };
+    let path = first.dirs.mailroot.join(SETTINGS_FILE);
+    let tmp = path.with_extension("tmp");
+    fs::write(&tmp, settings_text(servers))?;
+    crate::os::readable_by_all(&tmp)?;
+    fs::rename(&tmp, &path)
 }
 
 /// `<qid>.eml`, or `<qid>-<n>.eml` when another user already put a file of that name there (in a
@@ -117,6 +182,39 @@ mod tests {
         let e = write(&dir, b"x").unwrap_err();
         assert_eq!(e.op, "create");
         assert!(e.to_string().contains("nope"), "{e}");
+    }
+
+    #[test]
+    fn published_settings_hold_only_their_keys_and_load_as_the_same_settings() {
+        let dir = temp_dir("settings");
+        let mut vs = crate::testutil::test_server();
+        vs.dirs = crate::config::Dirs::under(&dir.join("mailroot"));
+        vs.dirs.pickup = dir.join("elsewhere");
+        vs.default_domain = "corp.test".into();
+        vs.max_message_size = 12345;
+        vs.delivery.pickup_unstuff_dots = false;
+        let text = settings_text(&[std::sync::Arc::new(vs.clone())]);
+        let keys: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.split_once(" = ").map(|(k, _)| k))
+            .collect();
+        assert_eq!(keys, SETTINGS_KEYS, "{text}");
+        let file = dir.join(SETTINGS_FILE);
+        fs::write(&file, &text).unwrap();
+        let loaded = crate::config::Config::load(&file).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let back = &loaded.servers[0];
+        assert_eq!(back.dirs.pickup, vs.dirs.pickup);
+        assert_eq!(back.dirs.mailroot, vs.dirs.mailroot);
+        assert_eq!(
+            (back.fqdn.as_str(), back.default_domain.as_str()),
+            ("mx.local.test", "corp.test")
+        );
+        assert_eq!(
+            (back.max_message_size, back.max_recipients, back.hop_count),
+            (12345, vs.max_recipients, vs.hop_count)
+        );
+        assert!(!back.delivery.pickup_unstuff_dots);
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

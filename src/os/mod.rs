@@ -89,6 +89,12 @@ pub fn restrict_to_owner(path: &Path) -> io::Result<()> {
     imp::restrict_to_owner(path)
 }
 
+/// Makes a file readable by every user (Unix 0644, whatever the umask); a no-op on Windows, where
+/// the folder's ACL decides.
+pub fn readable_by_all(path: &Path) -> io::Result<()> {
+    imp::readable_by_all(path)
+}
+
 /// Whether users other than the owner and its group may read `path` (Unix: the "other" read bit).
 /// Always false on Windows, where the file's ACL decides and the installer sets it.
 pub fn readable_by_others(path: &Path) -> io::Result<bool> {

@@ -59,6 +59,11 @@ pub fn readable_by_others(_path: &Path) -> io::Result<bool> {
     Ok(false)
 }
 
+pub fn readable_by_all(_path: &Path) -> io::Result<()> {
+    // The folder's inherited ACL decides who reads it, as for every file in the mailroot.
+    Ok(())
+}
+
 pub fn restrict_to_owner(_path: &Path) -> io::Result<()> {
     // Windows grants by ACL: the folder's inherited ACL decides; document it instead.
     Ok(())

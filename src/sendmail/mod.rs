@@ -105,15 +105,17 @@ pub enum Located {
     /// A configuration file.
     File(PathBuf),
     /// The package's configuration exists but this user may not read it (it may hold
-    /// RoutePassword): the package's MailRoot with the built-in settings.
+    /// RoutePassword), and no server has published its settings yet: the package's MailRoot with
+    /// the built-in settings.
     Package,
     /// No file anywhere: the built-in defaults, as `mailroot serve` runs without one.
     Defaults,
 }
 
 /// The configuration to use: `--config`/`-C`, else `$MAILROOT_CONFIG`, else [`PACKAGE_CONFIG`]
-/// when it exists, else `conf/smtpsvc.ini` when it exists (as `mailroot serve`), else the built-in
-/// defaults.
+/// when it exists (when this user may not read it: the settings the server published in
+/// [`PACKAGE_MAILROOT`], `submit::SETTINGS_FILE`, else [`Located::Package`]), else
+/// `conf/smtpsvc.ini` when it exists (as `mailroot serve`), else the built-in defaults.
 pub fn locate(explicit: Option<&Path>) -> Located {
     if let Some(p) = explicit {
         return Located::File(p.to_path_buf());
@@ -121,13 +123,21 @@ pub fn locate(explicit: Option<&Path>) -> Located {
     if let Some(p) = std::env::var_os(CONFIG_ENV).filter(|v| !v.is_empty()) {
         return Located::File(PathBuf::from(p));
     }
+    // /etc/mailroot is root:mailroot 0750: www-data, or a user's cron, may not even see it. They
+    // get the settings the server published for them, else the package's layout.
+    let published = || {
+        let p = Path::new(PACKAGE_MAILROOT).join(submit::SETTINGS_FILE);
+        match std::fs::File::open(&p) {
+            Ok(_) => Located::File(p),
+            Err(_) => Located::Package,
+        }
+    };
     match std::fs::metadata(PACKAGE_CONFIG) {
         Ok(_) if std::fs::File::open(PACKAGE_CONFIG).is_ok() => {
             return Located::File(PathBuf::from(PACKAGE_CONFIG));
         }
-        // /etc/mailroot is root:mailroot 0750: www-data, or a user's cron, may not even see it.
-        Ok(_) => return Located::Package,
-        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => return Located::Package,
+        Ok(_) => return published(),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => return published(),
         Err(_) => {}
     }
     let local = Path::new("conf").join("smtpsvc.ini");

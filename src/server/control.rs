@@ -29,8 +29,8 @@ use super::restart;
 use crate::config::{Config, VirtualServer};
 use crate::delivery::admin::{Admin, LATE_WAIT, Line, Select};
 use crate::delivery::scheduler::{DestState, Row};
-use crate::mailroot::badmail;
 use crate::mailroot::store::Store;
+use crate::mailroot::{badmail, submit};
 
 /// The pid file of the server whose first virtual server is `vs`.
 pub fn pid_file(vs: &VirtualServer) -> PathBuf {
@@ -65,12 +65,15 @@ pub fn started(servers: &[std::sync::Arc<VirtualServer>]) -> io::Result<()> {
     running(servers)
 }
 
-/// Rewrites the running-settings file (after a reload).
+/// Rewrites the running-settings file and the settings published for `sendmail`
+/// (`mailroot::submit::publish_settings`; at start-up and after a reload). The latter stays when
+/// the server stops: mail dropped meanwhile waits in Pickup for the next start.
 pub fn running(servers: &[std::sync::Arc<VirtualServer>]) -> io::Result<()> {
-    match servers.first() {
-        Some(first) => replace(&running_file(first), &settings_text(servers)),
-        None => Ok(()),
-    }
+    let Some(first) = servers.first() else {
+        return Ok(());
+    };
+    submit::publish_settings(servers)?;
+    replace(&running_file(first), &settings_text(servers))
 }
 
 /// Removes both files (a clean stop).
