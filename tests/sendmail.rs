@@ -658,13 +658,17 @@ fn dash_bs_answers_452_when_pickup_fails_and_75_when_cut_off() {
     let dir = TempDir::new("sendmail-bs-fail");
     let pickup = dir.path().join("no-such-folder");
     let conf = config_with_pickup(&dir, &pickup);
-    let conversation = "HELO a\r\nMAIL FROM:<a@local.test>\r\nRCPT TO:<b@remote.test>\r\nDATA\r\nSubject: x\r\n\r\nx\r\n.\r\nQUIT\r\n";
-    let out = run(
-        Path::new(bin()),
-        &["sendmail", "-bs"],
-        conversation,
-        Some(&conf),
-        dir.path(),
+    let bs = |conversation: &str| {
+        run(
+            Path::new(bin()),
+            &["sendmail", "-bs"],
+            conversation,
+            Some(&conf),
+            dir.path(),
+        )
+    };
+    let out = bs(
+        "HELO a\r\nMAIL FROM:<a@local.test>\r\nRCPT TO:<b@remote.test>\r\nDATA\r\nSubject: x\r\n\r\nx\r\n.\r\nQUIT\r\n",
     );
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     assert!(out.stdout.contains("\r\n452 4.3.1 "), "{}", out.stdout);
@@ -672,13 +676,8 @@ fn dash_bs_answers_452_when_pickup_fails_and_75_when_cut_off() {
     assert!(out.stderr.contains("no-such-folder"), "{}", out.stderr);
 
     fs::create_dir(&pickup).expect("Pickup");
-    let cut = "HELO a\r\nMAIL FROM:<a@local.test>\r\nRCPT TO:<b@remote.test>\r\nDATA\r\nSubject: x\r\n\r\nhalf a message";
-    let out = run(
-        Path::new(bin()),
-        &["sendmail", "-bs"],
-        cut,
-        Some(&conf),
-        dir.path(),
+    let out = bs(
+        "HELO a\r\nMAIL FROM:<a@local.test>\r\nRCPT TO:<b@remote.test>\r\nDATA\r\nSubject: x\r\n\r\nhalf a message",
     );
     assert_eq!(out.code, Some(75), "{}", out.stdout);
     assert!(out.stderr.contains("inside a message"), "{}", out.stderr);
