@@ -111,13 +111,15 @@ fn remote_recipients_go_to_queue() {
 
 #[test]
 fn a_file_being_written_is_not_taken() {
-    let srv = server();
+    // A settle time ten times the writer's pauses, so that a busy machine delaying this thread
+    // does not look like a finished file.
+    let srv = Builder::new().key("PickupSettleTime", "1s").start();
     let path = srv.folder("Pickup").join("slow.eml");
     let mut f = fs::File::create(&path).unwrap();
     f.write_all(b"X-Sender: a@local.test\r\nX-Receiver: b@local.test\r\nSubject: slow\r\n\r\n")
         .unwrap();
     // Keep writing for well over the settle time, with pauses shorter than it.
-    for i in 0..15 {
+    for i in 0..25 {
         std::thread::sleep(Duration::from_millis(100));
         f.write_all(format!("line {i}\r\n").as_bytes()).unwrap();
         f.flush().unwrap();
@@ -133,7 +135,7 @@ fn a_file_being_written_is_not_taken() {
     assert_eq!(files.len(), 1);
     let t = fs::read_to_string(&files[0]).unwrap();
     assert!(
-        t.contains("line 14\r\nthe end\r\n"),
+        t.contains("line 24\r\nthe end\r\n"),
         "the whole file was taken: {t}"
     );
 }
