@@ -438,14 +438,7 @@ fn another_users_file_in_a_3733_pickup_is_readable_by_the_server_only() {
         .expect("chown");
     assert!(status.success());
     fs::set_permissions(&pickup, fs::Permissions::from_mode(0o3733)).expect("chmod 3733");
-    let conf = dir.path().join("smtpsvc.ini");
-    fs::write(
-        &conf,
-        Builder::new()
-            .key("PickupDirectory", pickup.to_str().expect("utf-8"))
-            .ini(),
-    )
-    .expect("config");
+    let conf = config_with_pickup(&dir, &pickup);
     fs::set_permissions(&conf, fs::Permissions::from_mode(0o644)).expect("chmod");
 
     let out = as_user(
